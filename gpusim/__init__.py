@@ -1,0 +1,23 @@
+"""gpusim: a GPU-accelerated spatial simulator of the tumour microenvironment.
+
+3D substrate fields (ionised Mg2+, O2, chemokine) on a voxel grid, solved on the GPU (CuPy, CUDA C) or
+the CPU (numba), with the same arithmetic on both. Start with::
+
+    import gpusim
+    cfg = gpusim.scenario_config("diffusion")
+    sim = gpusim.Simulation(cfg)
+    sim.run(minutes=60)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import Config, ConfigError
+from .scenarios import scenario_config
+from .simulation import FieldNotFiniteError, RunSummary, Simulation
+
+try:
+    __version__ = version("gpusim")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["Config", "ConfigError", "FieldNotFiniteError", "RunSummary", "Simulation", "scenario_config", "__version__"]

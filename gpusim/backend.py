@@ -1,0 +1,155 @@
+"""CPU/GPU selection: the array module, device facts and kernel sets. The one place that imports CuPy.
+
+A backend is a value passed down (STYLE.md 2): code asks it for ``xp`` (numpy or cupy) and for its
+kernel modules, never checks for CuPy itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("gpusim")
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used (says why and what to do)."""
+
+
+@dataclass
+class Backend:
+    """A compute device: ``name`` is "cpu" or "cuda"; ``xp`` is numpy or cupy."""
+
+    name: str
+    xp: object
+    device_name: str
+    total_bytes: int
+    free_bytes: int
+    reason: str = ""
+    _modules: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "cuda"
+
+    def kernels(self, family: str):
+        """The kernel module of ``family`` ("fields", "mg", "reduce") for this device.
+
+        CPU: ``gpusim.fields.cpu_kernels`` etc. (numba); CUDA: the CuPy twins with the same signatures.
+        """
+        if family not in self._modules:
+            name = _KERNEL_MODULES[family][self.name]
+            self._modules[family] = importlib.import_module(name)
+        return self._modules[family]
+
+    def asarray(self, a, dtype=None):
+        """Copy a host array to this device (no copy on the CPU when already right)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_host(self, a) -> np.ndarray:
+        """A NumPy copy of a device array."""
+        if self.is_gpu:
+            return a.get()
+        return np.array(a, copy=True)
+
+    def synchronize(self) -> None:
+        if self.is_gpu:
+            self.xp.cuda.Stream.null.synchronize()
+
+    def describe(self) -> str:
+        gib = 1024**3
+        return (
+            f"{self.name}: {self.device_name}, {self.free_bytes / gib:.1f} GiB free of "
+            f"{self.total_bytes / gib:.1f} GiB"
+        )
+
+
+_KERNEL_MODULES = {
+    "fields": {"cpu": "gpusim.fields.cpu_kernels", "cuda": "gpusim.fields.cuda_kernels"},
+    "mg": {"cpu": "gpusim.fields.mg_cpu", "cuda": "gpusim.fields.mg_cuda"},
+    "reduce": {"cpu": "gpusim.reduce", "cuda": "gpusim.reduce_cuda"},
+}
+
+
+def _cpu_backend(reason: str) -> Backend:
+    total = free = 0
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        free = os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):  # not Linux: no estimate, no refusal
+        pass
+    import numba
+
+    name = f"CPU ({os.cpu_count()} cores, {numba.get_num_threads()} numba threads)"
+    return Backend("cpu", np, name, total, free, reason)
+
+
+def cuda_status() -> tuple[bool, str]:
+    """Whether a CUDA device is usable through CuPy, and why not when it is not."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return False, f"CuPy is not installed ({exc.__class__.__name__}); install gpusim[cuda]"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver; kept broad: any failure means no GPU
+        return False, f"no usable CUDA device ({str(exc).splitlines()[0]})"
+    if n < 1:
+        return False, "CuPy sees no CUDA device"
+    return True, f"{n} CUDA device(s) visible"
+
+
+def _cuda_backend(reason: str) -> Backend:
+    import cupy
+
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    free, total = dev.mem_info
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    cc = f"sm_{props['major']}{props['minor']}"
+    return Backend("cuda", cupy, f"{name} ({cc})", int(total), int(free), reason)
+
+
+def select_backend(requested: str = "auto") -> Backend:
+    """Return the backend for ``requested`` ("auto", "cpu" or "cuda"), logging the choice once.
+
+    ``auto`` takes the GPU when CuPy imports and a device is usable, else the CPU; ``cuda`` without a
+    usable GPU is a :class:`BackendError`.
+    """
+    if requested == "cpu":
+        backend = _cpu_backend("requested")
+    elif requested in ("cuda", "auto"):
+        ok, why = cuda_status()
+        if ok:
+            backend = _cuda_backend("requested" if requested == "cuda" else f"auto: {why}")
+        elif requested == "cuda":
+            raise BackendError(
+                f"backend 'cuda' was requested but {why}. Run on the CPU with `--backend cpu` "
+                "(or backend = \"cpu\" in the config), or install gpusim[cuda] on a machine with an "
+                "NVIDIA GPU and driver."
+            )
+        else:
+            backend = _cpu_backend(f"auto: {why}")
+    else:
+        raise BackendError(f"backend = {requested!r}: must be one of 'auto', 'cpu', 'cuda'")
+    log.info("gpusim backend %s (%s)", backend.describe(), backend.reason)
+    return backend
+
+
+def check_memory(backend: Backend, needed_bytes: int, what: str) -> None:
+    """Refuse before allocating when ``needed_bytes`` exceeds the device's free memory."""
+    if backend.free_bytes and needed_bytes > backend.free_bytes:
+        gib = 1024**3
+        hint = (
+            "use a smaller grid.shape (memory grows with the voxel count), fewer substrates, "
+            + ("or `--backend cpu`" if backend.is_gpu else "or a machine with more memory")
+        )
+        raise BackendError(
+            f"{what} needs about {needed_bytes / gib:.2f} GiB but {backend.name} has "
+            f"{backend.free_bytes / gib:.2f} GiB free ({backend.device_name}); {hint}"
+        )

@@ -1,0 +1,132 @@
+"""The ``gpusim`` command: ``run``, ``info``, ``scenarios``.
+
+    gpusim run --scenario diffusion
+    gpusim run my.toml --days 3 --set substrates.mg.serum=0.3 --backend cpu
+    gpusim info --scenario diffusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import scenarios
+from .backend import BackendError
+from .config import Config, ConfigError, parse_override
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="a TOML config file")
+    p.add_argument("--scenario", "-s", help="a built-in scenario (see `gpusim scenarios`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key by dotted path, e.g. substrates.mg.serum=0.3 (repeatable)")
+    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), help="override the config's backend")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpusim", description="GPU-accelerated tumour-microenvironment simulator")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a config or a built-in scenario")
+    _add_config_args(run)
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="simulated minutes (default: the config's time.duration_min)")
+    length.add_argument("--days", type=float, help="simulated days")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="device, memory estimate and each substrate's method and sub-steps")
+    _add_config_args(info)
+
+    sub.add_parser("scenarios", help="list the built-in scenarios")
+    return parser
+
+
+def load_config(args) -> Config:
+    """The Config that ``args`` describe: a file or a scenario, with ``--set``/``--backend``/``--seed``."""
+    if args.config and args.scenario:
+        raise ConfigError("<command line>: give either a CONFIG file or --scenario, not both")
+    if args.config:
+        cfg = Config.from_toml(args.config)
+    elif args.scenario:
+        cfg = scenarios.scenario_config(args.scenario)
+    else:
+        raise ConfigError(
+            "<command line>: no config given; name a TOML file or a built-in scenario, "
+            "e.g. `gpusim run --scenario diffusion` (list them with `gpusim scenarios`)"
+        )
+    overrides = dict(parse_override(text) for text in args.overrides)
+    if args.backend:
+        overrides["backend"] = args.backend
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def _cmd_scenarios(console: Console) -> int:
+    table = Table("scenario", "what it shows", title="built-in scenarios")
+    for name in scenarios.names():
+        table.add_row(name, scenarios.description(name))
+    console.print(table)
+    return 0
+
+
+def _cmd_info(args, console: Console) -> int:
+    from .simulation import Simulation
+
+    sim = Simulation(load_config(args))
+    for line in sim.info():
+        console.print(line)
+    return 0
+
+
+def _cmd_run(args, console: Console) -> int:
+    from .simulation import Simulation
+
+    cfg = load_config(args)
+    sim = Simulation(cfg)
+    for line in sim.info():
+        console.print(line)
+    if args.days is not None:
+        minutes = args.days * 1440.0
+    elif args.minutes is not None:
+        minutes = args.minutes
+    else:
+        minutes = cfg.time.duration_min
+    summary = sim.run(minutes=minutes, progress=not args.no_progress)
+    table = Table("field", "unit", "mean", "min", "max",
+                  title=f"{summary.minutes:g} simulated min in {summary.steps} steps, "
+                        f"{summary.wall_s:.1f} s wall ({summary.steps_per_s:.1f} steps/s)")
+    for name, st in summary.fields.items():
+        table.add_row(name, st["unit"], f"{st['mean']:.4g}", f"{st['min']:.4g}", f"{st['max']:.4g}")
+    console.print(table)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        if args.command == "scenarios":
+            return _cmd_scenarios(console)
+        if args.command == "info":
+            return _cmd_info(args, console)
+        return _cmd_run(args, console)
+    except (ConfigError, BackendError) as exc:
+        err.print(Text("error: ", style="bold red") + Text(str(exc)))
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

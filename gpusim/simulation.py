@@ -1,0 +1,228 @@
+"""Simulation: owns the State and an ordered list of operations; steps, runs and reports.
+
+    sim = gpusim.Simulation(cfg)                  # cfg: Config, dict, or a TOML path
+    sim.fields["mg"][32, 32, 32] = 1.0            # the live device array (NumPy or CuPy)
+    sim.run(minutes=20, progress=False)
+    sim.field_host("mg")                          # a NumPy copy
+
+A new mechanism is a new operation appended to ``sim.operations`` (STYLE.md 1): each has ``name`` and
+``apply(sim)``; a step calls them in order, then advances the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import state as state_mod
+from .backend import check_memory, select_backend
+from .config import Config, ConfigError
+from .events import ApplyEvents, Schedule
+from .fields.solver import FieldUpdate
+from .vessels import build_mask
+
+log = logging.getLogger("gpusim")
+
+
+class FieldNotFiniteError(FloatingPointError):
+    """A field holds NaN or Inf: the run stops, naming field, voxel and time."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did: simulated minutes, steps, wall seconds and the final field statistics."""
+
+    minutes: float
+    steps: int
+    wall_s: float
+    fields: dict  # name -> {"unit", "mean", "min", "max"}
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s if self.wall_s > 0 else math.inf
+
+
+def _as_config(config) -> tuple[Config, Path | None]:
+    if isinstance(config, Config):
+        return config, None
+    if isinstance(config, dict):
+        return Config.model_validate(config), None
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        return Config.from_toml(path), path.parent
+    raise ConfigError(f"<argument>: config = {type(config).__name__}: give a gpusim.Config, a dict or a TOML path")
+
+
+class Recorder:
+    """Operation, last in a step: appends the timeseries row and stops the run on NaN/Inf."""
+
+    name = "record"
+
+    def __init__(self, sim):
+        self._reduce = sim.backend.kernels("reduce")
+        self.columns = {"time_min": []}
+        for name, plan in sim.field_update.plans.items():
+            for stat in ("mean", "min", "max"):
+                self.columns[f"{name}_{stat}_{plan.unit}"] = []
+
+    def apply(self, sim) -> None:
+        st = sim.state
+        t_end = st.time_min + sim.dt_min
+        self.columns["time_min"].append(t_end)
+        for name, plan in sim.field_update.plans.items():
+            c = st.fields[name]
+            total = self._reduce.fixed_order_sum(c)
+            if not math.isfinite(total):
+                where = self._reduce.first_nonfinite(c)
+                raise FieldNotFiniteError(
+                    f"field {name!r} became non-finite at voxel (z, y, x) = {where} during the step "
+                    f"ending at t = {t_end:g} min; check its rates and substeps (`gpusim info`)"
+                )
+            self.columns[f"{name}_mean_{plan.unit}"].append(total / st.n_voxels)
+            self.columns[f"{name}_min_{plan.unit}"].append(float(c.min()))
+            self.columns[f"{name}_max_{plan.unit}"].append(float(c.max()))
+
+
+class Simulation:
+    """A gpusim run. ``config`` is a :class:`Config`, a dict or a TOML path; ``backend`` ("auto",
+    "cpu", "cuda") and ``seed`` override the config's."""
+
+    def __init__(self, config, backend: str | None = None, seed: int | None = None):
+        cfg, base_dir = _as_config(config)
+        overrides = {}
+        if backend is not None:
+            overrides["backend"] = backend
+        if seed is not None:
+            overrides["seed"] = seed
+        if overrides:
+            cfg = cfg.with_overrides(overrides)
+        for ev in cfg.events:
+            if ev.type == "tcell_infusion":
+                raise ConfigError(
+                    f"events.{ev.name}: type 'tcell_infusion' needs the T-cell model, which this "
+                    "version of gpusim does not have yet; remove the event"
+                )
+        self.config = cfg
+        self.backend = select_backend(cfg.backend)
+        check_memory(self.backend, state_mod.estimate_bytes(cfg), f"a {'x'.join(map(str, cfg.grid.nzyx))} run")
+        self.dt_min = float(cfg.time.dt_min)
+        self.state = self._allocate(cfg, base_dir)
+        self.schedule = Schedule(cfg, self.state)
+        self.field_update = FieldUpdate(cfg, self.backend)
+        self.operations = [ApplyEvents(), self.field_update]
+        self.recorder = Recorder(self)
+        self.operations.append(self.recorder)
+        if cfg.init == "steady":
+            self._init_steady()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _allocate(self, cfg, base_dir):
+        xp = self.backend.xp
+        shape = tuple(int(v) for v in cfg.grid.nzyx)
+        fields = {s.name: xp.full(shape, np.float32(s.initial), dtype=xp.float32) for s in cfg.substrates}
+        st = state_mod.State(shape=shape, dx_um=float(cfg.grid.dx_um), fields=fields)
+        if cfg.vessels is not None:
+            st.vessel = self.backend.asarray(build_mask(cfg.vessels, shape, st.dx_um, cfg.seed, base_dir))
+        if cfg.tumor is not None:
+            center = cfg.tumor.center_um or tuple(n * st.dx_um / 2 for n in shape)
+            sphere = st.sphere_mask(center, cfg.tumor.initial_radius_um).astype(np.uint8)
+            if st.vessel is not None:  # one occupant per voxel: vessels are not tumour sites
+                sphere[self.backend.to_host(st.vessel) > 0] = 0
+            st.n_tumor = self.backend.asarray(sphere)
+        if cfg.tcells is not None:
+            st.n_tcell = xp.zeros(shape, dtype=xp.uint8)
+        return st
+
+    def _init_steady(self):
+        from .fields.steady import SteadyStateUndefined
+
+        for name in self.field_update.plans:
+            try:
+                self.field_update.solve_steady(self.state, name)
+            except SteadyStateUndefined as exc:
+                log.info("init = 'steady': %s keeps its initial value (%s)", name, exc)
+
+    # -- stepping ------------------------------------------------------------------------------
+    @property
+    def time_min(self) -> float:
+        """Simulated time (min) at the start of the next step."""
+        return self.state.time_min
+
+    @property
+    def fields(self) -> dict:
+        """The live field arrays by name (NumPy on the CPU, CuPy on the GPU); not valid across steps
+        for the explicit solver, which swaps buffers."""
+        return self.state.fields
+
+    def field_host(self, name: str) -> np.ndarray:
+        """A NumPy copy of field ``name``."""
+        if name not in self.state.fields:
+            raise KeyError(f"no substrate {name!r}; the run has {sorted(self.state.fields)}")
+        return self.backend.to_host(self.state.fields[name])
+
+    @property
+    def timeseries(self) -> dict:
+        """Per-step scalars as equal-length 1D NumPy arrays (``pandas.DataFrame(sim.timeseries)`` works)."""
+        return {k: np.asarray(v) for k, v in self.recorder.columns.items()}
+
+    def step(self) -> None:
+        """Advance one step of ``time.dt_min``: every operation in order, then the clock."""
+        for op in self.operations:
+            op.apply(self)
+        self.state.step += 1
+        self.state.time_min = self.state.step * self.dt_min
+
+    def run(self, minutes: float | None = None, days: float | None = None, progress: bool = True) -> RunSummary:
+        """Advance by ``minutes`` or ``days`` of simulated time (rounded to whole steps)."""
+        if (minutes is None) == (days is None):
+            raise ValueError("give exactly one of minutes= or days=")
+        total_min = float(minutes if minutes is not None else days * 1440.0)
+        if total_min < 0 or not math.isfinite(total_min):
+            raise ValueError(f"run length {total_min} min: must be a finite number >= 0")
+        n_steps = int(round(total_min / self.dt_min))
+        t0 = time.perf_counter()
+        if progress:
+            from .progress import run_with_progress
+
+            run_with_progress(self, n_steps)
+        else:
+            for _ in range(n_steps):
+                self.step()
+        self.backend.synchronize()
+        wall = time.perf_counter() - t0
+        return RunSummary(n_steps * self.dt_min, n_steps, wall, self.field_stats())
+
+    def field_stats(self) -> dict:
+        """Current mean/min/max of each field (fixed-order mean)."""
+        red = self.backend.kernels("reduce")
+        out = {}
+        for name, plan in self.field_update.plans.items():
+            c = self.state.fields[name]
+            out[name] = {
+                "unit": plan.unit,
+                "mean": red.fixed_order_sum(c) / self.state.n_voxels,
+                "min": float(c.min()),
+                "max": float(c.max()),
+            }
+        return out
+
+    def info(self) -> list[str]:
+        """Lines describing device, memory estimate and each substrate's method and sub-steps."""
+        cfg = self.config
+        nz, ny, nx = cfg.grid.nzyx
+        parts = state_mod.bytes_per_voxel(cfg)
+        lines = [
+            f"backend: {self.backend.describe()} ({self.backend.reason})",
+            f"grid: {nz} x {ny} x {nx} voxels of {cfg.grid.dx_um:g} um "
+            f"({nz * cfg.grid.dx_um / 1000:.3g} x {ny * cfg.grid.dx_um / 1000:.3g} x {nx * cfg.grid.dx_um / 1000:.3g} mm), dt = {self.dt_min:g} min",
+            f"memory: {state_mod.estimate_bytes(cfg) / 2**20:.1f} MiB ({sum(parts.values()):.1f} B/voxel: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v)
+            + ")",
+        ]
+        lines += ["substrate " + plan.describe() for plan in self.field_update.plans.values()]
+        return lines
