@@ -51,15 +51,17 @@ def _parser() -> argparse.ArgumentParser:
 def load_config(args) -> Config:
     """The Config that ``args`` describe: a file or a scenario, with ``--set``/``--backend``/``--seed``."""
     if args.config and args.scenario:
-        raise ConfigError("<command line>: give either a CONFIG file or --scenario, not both")
+        raise ConfigError.single("config", args.config, "give either a CONFIG file or --scenario, not both", "<command line>")
     if args.config:
         cfg = Config.from_toml(args.config)
     elif args.scenario:
         cfg = scenarios.scenario_config(args.scenario)
     else:
-        raise ConfigError(
-            "<command line>: no config given; name a TOML file or a built-in scenario, "
-            "e.g. `gpusim run --scenario diffusion` (list them with `gpusim scenarios`)"
+        raise ConfigError.single(
+            "config", None,
+            "no config given; name a TOML file or a built-in scenario, e.g. `gpusim run --scenario "
+            "diffusion` (list them with `gpusim scenarios`)",
+            "<command line>",
         )
     overrides = dict(parse_override(text) for text in args.overrides)
     if args.backend:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 from pathlib import Path
 
 # --fmad=false: no FMA contraction, so the GPU does the same IEEE operations as the numba CPU twin
@@ -36,6 +37,35 @@ def kernel_dir() -> Path:
 def source(name: str) -> str:
     """The text of ``kernels/<name>``."""
     return (kernel_dir() / name).read_text()
+
+
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
+
+
+def expand_includes(text: str, folder: Path, _seen: frozenset = frozenset()) -> str:
+    """``text`` with each ``#include "x.cuh"`` found in ``folder`` replaced by that file, recursively.
+
+    CuPy's compile cache is keyed by the source text and options, not by the headers it includes, so
+    a changed header would otherwise leave a stale cached binary in use. Each header is inlined once.
+    """
+
+    def inline(match: re.Match) -> str:
+        path = Path(folder) / match.group(1)
+        if not path.is_file():
+            return match.group(0)  # a system or CCCL header: left to the compiler's -I path
+        key = str(path.resolve())
+        if key in _seen:
+            return f"// {match.group(0).strip()}: already inlined"
+        seen = _seen | {key}
+        body = expand_includes(path.read_text(), path.parent, seen)
+        return f"// begin {match.group(1)}\n{body}\n// end {match.group(1)}"
+
+    return _LOCAL_INCLUDE.sub(inline, text)
+
+
+def expanded_source(name: str) -> str:
+    """``kernels/<name>`` with its local headers inlined: the exact text that is compiled."""
+    return expand_includes(source(name), kernel_dir())
 
 
 def cccl_include() -> str | None:
@@ -68,7 +98,32 @@ def raw_module(name: str, name_expressions=()):
     import cupy  # only reached on the CUDA backend
 
     return cupy.RawModule(
-        code=source(name),
+        code=expanded_source(name),
         options=compile_options(),
         name_expressions=tuple(name_expressions),
     )
+
+
+def nvrtc_compile(code: str, name: str, arch: str) -> tuple[bool, str]:
+    """Compile CUDA C ``code`` for ``arch`` (e.g. "sm_90") with NVRTC and the project's options; no GPU
+    or driver needed. Returns (success, compiler log). Needs cuda-bindings and the NVRTC wheel
+    (numba-cuda[cu13] or nvidia-cuda-nvrtc); CuPy's compile path would need a device.
+    """
+    from cuda.bindings import nvrtc
+
+    def check(result, what):
+        err = result[0]
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise RuntimeError(f"NVRTC {what} failed: {err!r}")
+        return result[1:]
+
+    (prog,) = check(nvrtc.nvrtcCreateProgram(code.encode(), name.encode(), 0, [], []), "create")
+    try:
+        opts = [o.encode() for o in compile_options(arch)]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        (size,) = check(nvrtc.nvrtcGetProgramLogSize(prog), "log size")
+        log = b" " * size
+        check(nvrtc.nvrtcGetProgramLog(prog, log), "log")
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    return err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace").rstrip("\x00 \n")

@@ -55,7 +55,7 @@ def _as_config(config) -> tuple[Config, Path | None]:
     if isinstance(config, (str, Path)):
         path = Path(config)
         return Config.from_toml(path), path.parent
-    raise ConfigError(f"<argument>: config = {type(config).__name__}: give a gpusim.Config, a dict or a TOML path")
+    raise ConfigError.single("config", type(config).__name__, "give a gpusim.Config, a dict or a TOML path", "<argument>")
 
 
 class Recorder:
@@ -103,9 +103,9 @@ class Simulation:
             cfg = cfg.with_overrides(overrides)
         for ev in cfg.events:
             if ev.type == "tcell_infusion":
-                raise ConfigError(
-                    f"events.{ev.name}: type 'tcell_infusion' needs the T-cell model, which this "
-                    "version of gpusim does not have yet; remove the event"
+                raise ConfigError.single(
+                    f"events.{ev.name}.type", ev.type,
+                    "needs the T-cell model, which this version of gpusim does not have yet; remove the event",
                 )
         self.config = cfg
         self.backend = select_backend(cfg.backend)

@@ -34,7 +34,7 @@ def voxel_rates(c, coef, vessel=None, n_tumor=None, n_tcell=None, src=None):
 
 def _sweep(c, axis, coef, bc_type, bc_value, k, s):
     """Implicit 1D solve along ``axis`` of every line (Thomas algorithm), returning the new field."""
-    lo, hi = 2 * (2 - axis), 2 * (2 - axis) + 1  # face index: axis 2 (x) -> faces 4, 5
+    lo, hi = 2 * axis, 2 * axis + 1  # face index (layout.FACES): axis 2 (x) -> faces 4, 5
     cl = np.moveaxis(c, axis, -1)
     kl = np.moveaxis(k, axis, -1)
     sl = np.moveaxis(s, axis, -1)
@@ -81,7 +81,7 @@ def lod_step(c, coef, bc_type, bc_value, vessel=None, n_tumor=None, n_tcell=None
 
 def _face_terms(c, axis, bc_type, bc_value):
     """(minus-side, plus-side) neighbour differences c_nb - c along ``axis`` with the ghost rules."""
-    lo, hi = 2 * (2 - axis), 2 * (2 - axis) + 1
+    lo, hi = 2 * axis, 2 * axis + 1
     cl = np.moveaxis(c, axis, -1).astype(F64)
     tm = np.zeros_like(cl)
     tp = np.zeros_like(cl)

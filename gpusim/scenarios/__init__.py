@@ -30,7 +30,7 @@ def _text(name: str) -> str:
 
         close = difflib.get_close_matches(name, names(), n=1)
         hint = f" did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"<scenario>: scenario = {name!r}: no such built-in scenario ({', '.join(names())});{hint}")
+        raise ConfigError.single("scenario", name, f"no such built-in scenario ({', '.join(names())});{hint}", "<command line>")
     return importlib.resources.files(__name__).joinpath(f"{name}.toml").read_text()
 
 

@@ -1,0 +1,200 @@
+"""The engine end to end: the README snippet, vessels, events, the CLI, backends and error messages."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpusim
+from gpusim import vessels
+from gpusim.backend import BackendError, check_memory, select_backend
+from gpusim.cli import main
+from gpusim.events import UMOL_PER_UM3
+
+
+def small_cfg(**extra):
+    base = {
+        "grid": {"shape": [12, 10, 14], "dx_um": 15.0},
+        "substrates": [{"name": "mg"}],
+        "seed": 3,
+        "backend": "cpu",
+    }
+    base.update(extra)
+    return gpusim.Config.model_validate(base)
+
+
+def test_readme_snippet_conserves_a_point_mass():
+    cfg = gpusim.Config.model_validate({
+        "grid": {"shape": [64, 64, 64], "dx_um": 10.0},
+        "time": {"dt_min": 0.5},
+        "solver": "lod",
+        "substrates": [{"name": "mg", "D_um2_per_min": 1000.0, "decay_per_min": 0.0,
+                        "initial": 0.0, "boundary": "zero_flux"}],
+        "seed": 1, "backend": "cpu"})
+    sim = gpusim.Simulation(cfg)
+    sim.fields["mg"][32, 32, 32] = 1.0
+    sim.run(minutes=20, progress=False)
+    c = sim.field_host("mg")
+    assert abs(c.sum(dtype=np.float64) - 1.0) < 1e-6
+    assert c.max() < 0.1  # it did spread: sqrt(2*D*t) = 200 um = 20 voxels
+    assert sim.time_min == 20.0
+
+
+def test_random_vessels_cover_the_requested_fraction_and_depend_only_on_the_seed():
+    a = vessels.random_mask((40, 30, 50), 0.02, 150.0, 15.0, seed=7)
+    b = vessels.random_mask((40, 30, 50), 0.02, 150.0, 15.0, seed=7)
+    c = vessels.random_mask((40, 30, 50), 0.02, 150.0, 15.0, seed=8)
+    assert a.sum() == round(0.02 * a.size)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_shell_vessels_are_exactly_the_boundary_voxels():
+    m = vessels.shell_mask((5, 6, 7))
+    assert m.sum() == 5 * 6 * 7 - 3 * 4 * 5
+    assert m[1:-1, 1:-1, 1:-1].sum() == 0
+
+
+def test_vessel_file_is_validated_and_never_unpickled(tmp_path):
+    good = tmp_path / "v.npy"
+    np.save(good, np.eye(4, dtype=bool)[None].repeat(3, 0))
+    assert vessels.load_mask(good, (3, 4, 4)).sum() == 12
+    with pytest.raises(vessels.VesselFileError, match="shape"):
+        vessels.load_mask(good, (4, 4, 4))
+    obj = tmp_path / "o.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(vessels.VesselFileError, match="pickle"):
+        vessels.load_mask(obj, (1,))
+
+
+def test_bolus_adds_its_amount_at_its_step():
+    cfg = small_cfg(events=[{"name": "b", "type": "bolus", "time_min": 3, "substrate": "mg",
+                             "center_um": [90.0, 75.0, 105.0], "radius_um": 40.0, "amount_umol": 2e-7}])
+    sim = gpusim.Simulation(cfg)
+    v_voxel = 15.0**3
+    totals = []
+    for _ in range(5):
+        sim.step()
+        totals.append(sim.field_host("mg").sum(dtype=np.float64) * v_voxel * UMOL_PER_UM3["mM"])
+    # zero-flux, no sinks: the total jumps by the amount in step 3 only
+    assert totals[2] == pytest.approx(totals[0], rel=1e-6)
+    assert totals[3] - totals[2] == pytest.approx(2e-7, rel=1e-5)
+    assert totals[4] == pytest.approx(totals[3], rel=1e-6)
+
+
+def test_serum_event_ramps_and_reverts():
+    cfg = small_cfg(vessels={"kind": "shell"},
+                    events=[{"name": "diet", "type": "serum", "time_min": 2, "duration_min": 4,
+                             "ramp_min": 2, "substrate": "mg", "value": 0.2}])
+    sim = gpusim.Simulation(cfg)
+    seen = []
+    for _ in range(8):
+        sim.step()
+        seen.append(sim.field_update.plans["mg"].serum)
+    # step n is evaluated at t = n: base 0.47, ramp from t=2 over 2 min, held to t=6, then back
+    assert seen == pytest.approx([0.47, 0.47, 0.47, 0.335, 0.2, 0.2, 0.47, 0.47])
+
+
+def test_repeating_bolus_fires_the_stated_number_of_times():
+    cfg = small_cfg(events=[{"name": "b", "type": "bolus", "time_min": 1, "repeat_every_min": 3,
+                             "repeat_count": 4, "substrate": "mg", "center_um": [90.0, 75.0, 105.0],
+                             "radius_um": 20.0, "amount_umol": 1e-7}])
+    sim = gpusim.Simulation(cfg)
+    before = sim.field_host("mg").sum(dtype=np.float64)
+    sim.run(minutes=20, progress=False)
+    added = (sim.field_host("mg").sum(dtype=np.float64) - before) * 15.0**3 * 1e-12
+    assert added == pytest.approx(4e-7, rel=1e-5)
+
+
+def test_hold_clamps_its_region():
+    cfg = small_cfg(vessels={"kind": "shell"},
+                    events=[{"name": "h", "type": "hold", "time_min": 0, "duration_min": 5, "substrate": "mg",
+                             "center_um": [90.0, 75.0, 105.0], "radius_um": 30.0, "value": 2.0}])
+    sim = gpusim.Simulation(cfg)
+    mask = sim.state.sphere_mask([90.0, 75.0, 105.0], 30.0)
+    sim.run(minutes=3, progress=False)
+    assert np.all(sim.field_host("mg")[mask] == np.float32(2.0))
+    sim.run(minutes=10, progress=False)
+    assert sim.field_host("mg")[mask].max() < 2.0  # released after 5 min, washing out
+
+
+def test_timeseries_has_one_row_per_step():
+    sim = gpusim.Simulation(small_cfg())
+    sim.run(minutes=4, progress=False)
+    ts = sim.timeseries
+    assert list(ts["time_min"]) == [1.0, 2.0, 3.0, 4.0]
+    assert {len(v) for v in ts.values()} == {4}
+    assert ts["mg_mean_mM"] == pytest.approx(0.47, rel=1e-6)
+
+
+def test_nonfinite_field_stops_the_run_naming_field_voxel_and_time():
+    sim = gpusim.Simulation(small_cfg())
+    sim.fields["mg"][4, 5, 6] = np.nan
+    # an implicit sweep spreads a NaN along its lines at once, so the named voxel is the first bad one
+    with pytest.raises(gpusim.FieldNotFiniteError, match=r"'mg'.*\(z, y, x\) = \(\d+, \d+, \d+\).*t = 1 min"):
+        sim.step()
+
+
+def test_cuda_backend_without_a_gpu_is_a_clear_error():
+    from gpusim.backend import cuda_status
+
+    if cuda_status()[0]:
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendError, match="--backend cpu"):
+        select_backend("cuda")
+    assert select_backend("auto").name == "cpu"
+
+
+def test_memory_check_refuses_with_the_estimate_and_a_suggestion():
+    be = select_backend("cpu")
+    be.free_bytes = 1000
+    with pytest.raises(BackendError, match=r"needs about .* GiB .* smaller grid.shape"):
+        check_memory(be, 10**9, "a test run")
+
+
+def test_tcell_infusion_is_refused_until_the_tcell_model_exists():
+    cfg = small_cfg(tumor={"initial_radius_um": 30.0}, tcells={"placement": "uniform"},
+                    events=[{"name": "act", "type": "tcell_infusion", "time_min": 0, "count": 10,
+                             "placement": "uniform"}])
+    with pytest.raises(gpusim.ConfigError, match="tcell_infusion"):
+        gpusim.Simulation(cfg)
+
+
+def test_cli_runs_a_config_with_overrides_and_prints_a_summary(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('backend = "cpu"\n[grid]\nshape = [8, 8, 8]\n[[substrates]]\nname = "mg"\n')
+    assert main(["run", str(path), "--minutes", "3", "--no-progress", "--set", "substrates.mg.initial=0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "3 simulated min in 3 steps" in out and "0.3" in out
+
+
+def test_cli_bad_override_names_the_key_and_exits_2(capsys):
+    assert main(["info", "--scenario", "diffusion", "--set", "substrates.mg.D_um2_per_mn=1"]) == 2
+    err = capsys.readouterr().err
+    assert "D_um2_per_mn" in err and "D_um2_per_min" in err
+
+
+def test_cli_lists_scenarios_and_info_shows_substeps(capsys):
+    assert main(["scenarios"]) == 0
+    assert "diffusion" in capsys.readouterr().out
+    assert main(["info", "--scenario", "diffusion", "--backend", "cpu"]) == 0
+    assert "n_sub = 25" in capsys.readouterr().out  # Mg: dt*k_v/0.1 = 1*2.5/0.1
+
+
+def test_gpusim_command_is_installed_and_runs_the_default_scenario_briefly():
+    res = subprocess.run(
+        [sys.executable, "-m", "gpusim.cli", "run", "--scenario", "diffusion", "--minutes", "2",
+         "--set", "grid.shape=[24,24,24]", "--set", "events.bolus.center_um=[180.0,180.0,180.0]",
+         "--set", "events.bolus.radius_um=60.0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "2 simulated min in 2 steps" in res.stdout
+
+
+def test_config_json_round_trip_through_a_simulation():
+    cfg = gpusim.scenario_config("diffusion")
+    again = gpusim.Config.from_json(cfg.to_json())
+    assert again == cfg
+    assert json.loads(cfg.to_json())["substrates"][0]["name"] == "mg"
