@@ -6,7 +6,7 @@ are the ``gpusim.kernels`` package. Both are found from here, so runs and tests 
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -18,13 +18,16 @@ NVRTC_OPTIONS = ("--fmad=false", "-std=c++17")
 
 def kernel_dir() -> Path:
     """The folder holding ``*.cu``/``*.cuh``: the installed ``gpusim.kernels`` package or the repo's ``kernels/``."""
+    # gpusim.kernels has no __init__.py (it is the repository's kernels/ folder), so it is a namespace
+    # package: importlib.resources would hand back a MultiplexedPath, which is not a filesystem path.
     try:
-        pkg = importlib.resources.files("gpusim.kernels")
-        path = Path(os.fspath(pkg))
+        spec = importlib.util.find_spec("gpusim.kernels")
+    except ModuleNotFoundError:
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location)
         if any(path.glob("*.cu")):
             return path
-    except (ModuleNotFoundError, TypeError):
-        pass
     repo = Path(__file__).resolve().parent.parent / "kernels"
     if repo.is_dir():
         return repo

@@ -1,0 +1,383 @@
+"""The CUDA C field kernels, checked without a GPU.
+
+- Every ``kernels/*.cu`` compiles for sm_80 and sm_90 through NVRTC with the run-time options, and a
+  broken source is rejected (so the check can fail).
+- ``kernels/field_math.cuh`` built for the host with g++ (no FMA contraction) equals the NumPy reference
+  bitwise: the kernels' arithmetic is the contract's (tests/host_field_math.cpp, part 1).
+- ``kernels/fields.cu`` itself, run under a host emulation of CUDA's execution model with the launch
+  shapes of ``gpusim.fields.cuda_kernels``, equals the reference bitwise: the kernels' indexing, tiles,
+  prefetch and barriers are right (part 2). What remains for a GPU is the device's own IEEE arithmetic.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpusim import kernelsrc
+from gpusim.fields import cuda_kernels as ck
+from gpusim.fields import layout as L
+from gpusim.fields import reference as ref
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL_FILES = sorted(p.name for p in (REPO / "kernels").glob("*.cu"))
+ARCHS = ("sm_80", "sm_90")
+ALL_FLAGS = list(range(16))
+VP, I, LL = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+
+
+# ---- compilation ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(name, arch):
+    """(success, log) of compiling kernels/<name> for arch as the runtime does (cached: ~5 s each)."""
+    return kernelsrc.nvrtc_compile(kernelsrc.expanded_source(name), name, arch)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", KERNEL_FILES)
+def test_kernel_source_compiles_with_nvrtc(name, arch):
+    ok, log = compiled(name, arch)
+    assert ok, f"{name} does not compile for {arch}:\n{log}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_field_kernels_compile_without_warnings(arch):
+    ok, log = compiled("fields.cu", arch)
+    assert ok and log == "", log
+
+
+def test_nvrtc_rejects_a_broken_source():
+    ok, log = kernelsrc.nvrtc_compile('extern "C" __global__ void k(float* a) { a[0] = undefined_name; }',
+                                      "broken.cu", "sm_90")
+    assert not ok
+    assert "undefined_name" in log
+
+
+def test_nvrtc_check_cli_passes_good_and_fails_broken_sources(tmp_path):
+    (tmp_path / "half.cuh").write_text("__device__ inline float half(float v) { return 0.5f * v; }\n")
+    good = tmp_path / "good.cu"
+    good.write_text('#include "half.cuh"\nextern "C" __global__ void k(float* a) { a[0] = half(a[0]); }\n')
+    bad = tmp_path / "broken.cu"
+    bad.write_text('extern "C" __global__ void k(float* a) { a[0] = ; }\n')
+    tool = [sys.executable, str(REPO / "tools" / "nvrtc_check.py")]
+    ok = subprocess.run(tool + ["sm_80", "sm_90", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("OK ") == 2
+    failed = subprocess.run(tool + ["sm_90", str(bad)], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "FAIL sm_90" in failed.stdout and "error" in failed.stdout
+
+
+def test_kernel_dir_holds_the_field_kernels_and_their_header():
+    kdir = kernelsrc.kernel_dir()
+    assert (kdir / "fields.cu").is_file() and (kdir / "field_math.cuh").is_file()
+    text = kernelsrc.expanded_source("fields.cu")
+    assert '#include "field_math.cuh"' not in text  # inlined, so CuPy's cache key covers the header
+    assert "GPUSIM_HD Rates voxel_rates" in text
+
+
+# ---- host builds ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    """tests/host_field_math.cpp as a shared library (g++ -O2 -ffp-contract=off -fno-fast-math)."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.fail("g++ is needed to build the host twin of kernels/field_math.cuh (apt-get install g++)")
+    out = tmp_path_factory.mktemp("hostlib") / "host_field_math.so"
+    cmd = [gxx, "-O2", "-std=c++20", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas",
+           "-shared", "-fPIC", "-pthread", f"-I{REPO / 'kernels'}", str(REPO / "tests" / "host_field_math.cpp"),
+           "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    so = ctypes.CDLL(str(out))
+    so.host_lod_step.argtypes = [VP, I, I, I, VP, I, VP, VP, VP, VP, I]
+    so.host_explicit_step.argtypes = [VP, VP, I, I, I, VP, I, VP, VP, VP, VP, I]
+    so.host_constants.argtypes = [VP]
+    so.host_voxel_rates.argtypes = [VP, LL, VP, VP, VP, VP, VP, I, VP, VP]
+    so.emu_sweep.argtypes = [I, VP, VP, LL, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I, I]
+    so.emu_sweep.restype = I
+    so.emu_explicit.argtypes = [VP, VP, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I]
+    so.emu_explicit.restype = I
+    return so
+
+
+def test_cuh_index_constants_equal_layout(lib):
+    got = np.zeros(23, np.int32)
+    lib.host_constants(got.ctypes.data)
+    want = [L.R, L.R2, L.THIRD_DT, L.LAM, L.KV, L.KV_CS, L.VT, L.KMT, L.VC, L.KMC, L.SEC_T, L.DT, L.RD, L.B0,
+            L.NCOEF, L.NCOEF, ck.NPAR, L.BC_ZERO_FLUX, L.BC_DIRICHLET, L.HAS_VESSEL, L.HAS_TUMOR, L.HAS_TCELL,
+            L.HAS_SRC]
+    assert got.tolist() == want
+
+
+def test_host_voxel_rates_equal_reference_in_float64(lib):
+    """The per-voxel reaction at float64 level, where an operation-order change would show (the
+    float32 results below almost never reveal a one-ulp float64 difference)."""
+    rng = np.random.default_rng(7)
+    for flags in ALL_FLAGS:
+        c, coef, ins = random_case(rng, (4, 6, 8), flags)
+        k, s = np.empty(c.shape), np.empty(c.shape)
+        lib.host_voxel_rates(c.ctypes.data, c.size, ck.pack_par(coef, np.zeros(6)).ctypes.data, ptr(ins["vessel"]),
+                             ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]), flags, k.ctypes.data,
+                             s.ctypes.data)
+        k_ref, s_ref = ref.voxel_rates(c, coef, ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"])
+        assert np.array_equal(k.view(np.uint64), k_ref.view(np.uint64)), flags
+        assert np.array_equal(s.view(np.uint64), s_ref.view(np.uint64)), flags
+
+
+def random_case(rng, shape, flags):
+    """Plausible random coefficients (positive rates, Km > 0) and per-voxel inputs; absent ones None."""
+    coef = np.zeros(L.NCOEF)
+    r = rng.uniform(0.05, 3.0)
+    dt_f = rng.uniform(0.01, 0.5)
+    coef[L.R], coef[L.R2], coef[L.THIRD_DT] = r, r + r, dt_f / 3.0
+    coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
+    coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
+    coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
+    coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
+    coef[L.SEC_T], coef[L.DT], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.001, 0.03), rng.uniform(0.1, 10.0)
+    coef[L.B0:L.B0 + 5] = 1.0 + np.arange(5) * r
+    c = rng.uniform(0.0, 2.0, shape).astype(np.float32)
+    ins = {
+        "vessel": (rng.random(shape) < 0.2).astype(np.uint8) if flags & L.HAS_VESSEL else None,
+        "n_tumor": (rng.random(shape) < 0.5).astype(np.uint8) if flags & L.HAS_TUMOR else None,
+        "n_tcell": rng.integers(0, 5, shape).astype(np.uint8) if flags & L.HAS_TCELL else None,
+        "src": rng.uniform(-0.1, 1.0, shape).astype(np.float32) if flags & L.HAS_SRC else None,
+    }
+    return c, coef, ins
+
+
+# Boundary sets: all zero-flux, all Dirichlet, and mixed ones where each axis's two faces differ and the
+# x faces differ from the z faces (a face/axis mix-up cannot pass).
+BOUNDARIES = {
+    "zero_flux": [0, 0, 0, 0, 0, 0],
+    "dirichlet": [1, 1, 1, 1, 1, 1],
+    "mixed_a": [1, 0, 0, 1, 0, 0],
+    "mixed_b": [0, 1, 1, 0, 1, 1],
+}
+
+
+def bcs(rng, name):
+    return np.array(BOUNDARIES[name], np.int32), rng.uniform(0.0, 3.0, 6)
+
+
+def ptr(a):
+    return None if a is None else a.ctypes.data
+
+
+def reference_lod(c, coef, bc_type, bc_value, ins):
+    return ref.lod_step(c, coef, bc_type, bc_value, ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"])
+
+
+def reference_explicit(c, coef, bc_type, bc_value, ins):
+    return ref.explicit_step(c, coef, bc_type, bc_value, ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"])
+
+
+def assert_bitwise(got, want):
+    assert got.dtype == want.dtype == np.float32
+    diff = got.view(np.uint32) != want.view(np.uint32)
+    assert not diff.any(), f"{diff.sum()} of {diff.size} voxels differ, first at {np.argwhere(diff)[0]}"
+
+
+@pytest.mark.parametrize("bname", list(BOUNDARIES))
+@pytest.mark.parametrize("flags", ALL_FLAGS)
+def test_host_twin_lod_step_equals_reference_bitwise(lib, flags, bname):
+    rng = np.random.default_rng(1000 + 16 * list(BOUNDARIES).index(bname) + flags)
+    for shape in ((6, 5, 7), (1, 4, 9), (3, 1, 1)):
+        c, coef, ins = random_case(rng, shape, flags)
+        bc_type, bc_value = bcs(rng, bname)
+        want = reference_lod(c, coef, bc_type, bc_value, ins)
+        got = c.copy()
+        lib.host_lod_step(got.ctypes.data, *shape, ck.pack_par(coef, bc_value).ctypes.data,
+                          ck.dirichlet_mask(bc_type), ptr(ins["vessel"]), ptr(ins["n_tumor"]),
+                          ptr(ins["n_tcell"]), ptr(ins["src"]), flags)
+        assert_bitwise(got, want)
+
+
+@pytest.mark.parametrize("bname", list(BOUNDARIES))
+@pytest.mark.parametrize("flags", ALL_FLAGS)
+def test_host_twin_explicit_step_equals_reference_bitwise(lib, flags, bname):
+    rng = np.random.default_rng(2000 + 16 * list(BOUNDARIES).index(bname) + flags)
+    for shape in ((6, 5, 7), (1, 4, 9), (3, 1, 1)):
+        c, coef, ins = random_case(rng, shape, flags)
+        bc_type, bc_value = bcs(rng, bname)
+        want = reference_explicit(c, coef, bc_type, bc_value, ins)
+        got = np.full(shape, np.nan, np.float32)
+        lib.host_explicit_step(c.ctypes.data, got.ctypes.data, *shape, ck.pack_par(coef, bc_value).ctypes.data,
+                               ck.dirichlet_mask(bc_type), ptr(ins["vessel"]), ptr(ins["n_tumor"]),
+                               ptr(ins["n_tcell"]), ptr(ins["src"]), flags)
+        assert_bitwise(got, want)
+
+
+# ---- the kernels under host emulation -------------------------------------------------------------------
+
+GUARD = 64  # sentinel values either side of every buffer a kernel writes
+
+
+def guarded(values):
+    """``(buffer, view)``: ``view`` is a copy of ``values`` inside a buffer padded with NaN sentinels."""
+    flat = np.ascontiguousarray(values).reshape(-1)
+    buf = np.full(flat.size + 2 * GUARD, np.nan, flat.dtype)
+    buf[GUARD:GUARD + flat.size] = flat
+    return buf, buf[GUARD:GUARD + flat.size].reshape(np.shape(values))
+
+
+def assert_guards_intact(buf):
+    assert np.isnan(buf[:GUARD]).all() and np.isnan(buf[-GUARD:]).all(), "a kernel wrote outside its array"
+
+
+def u32x3(t):
+    return np.array(t, np.uint32)
+
+
+def emu_lod_step(lib, c, coef, bc_type, bc_value, ins, flags, g_global):
+    """One LOD step as cuda_kernels.lod_step launches it, with fields.cu run by the host emulation."""
+    cbuf, cv = guarded(c)
+    gbuf, gv = guarded(np.full(c.size, np.nan)) if g_global else (None, None)
+    par = ck.pack_par(coef, bc_value)
+    for axis in (2, 1, 0):
+        grid, block, shared = ck.sweep_launch(axis, c.shape, g_global)
+        grid, block = u32x3(grid), u32x3(block)
+        assert shared == (0 if g_global else ck.LINES * c.shape[axis] * 8)
+        rc = lib.emu_sweep(axis, grid.ctypes.data, block.ctypes.data, shared, cv.ctypes.data, ptr(ins["vessel"]),
+                           ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]), par.ctypes.data, ptr(gv),
+                           *c.shape, flags, ck.dirichlet_mask(bc_type), int(g_global))
+        assert rc == 0, "a block wrote past its dynamic shared memory"
+    assert_guards_intact(cbuf)
+    if g_global:
+        assert_guards_intact(gbuf)
+    return cv.copy()
+
+
+# Shapes with axes shorter than, equal to and longer than a tile, a block or the prefetch depth, both
+# multiples of them and not, and of length 1 (a one-voxel line is a single row with both ends on it).
+EMU_SHAPES = ((5, 7, 37), (3, 33, 16), (34, 2, 3), (1, 1, 5), (2, 3, 1), (8, 16, 32))
+
+
+@pytest.mark.parametrize("g_global", [False, True], ids=["g_shared", "g_global"])
+@pytest.mark.parametrize("flags", [0, L.HAS_VESSEL | L.HAS_SRC, L.HAS_TUMOR | L.HAS_TCELL, 15])
+def test_emulated_lod_kernels_equal_reference_bitwise(lib, flags, g_global):
+    rng = np.random.default_rng(3000 + flags + 100 * g_global)
+    for i, shape in enumerate(EMU_SHAPES):
+        bname = list(BOUNDARIES)[i % len(BOUNDARIES)]
+        c, coef, ins = random_case(rng, shape, flags)
+        bc_type, bc_value = bcs(rng, bname)
+        want = reference_lod(c, coef, bc_type, bc_value, ins)
+        got = emu_lod_step(lib, c, coef, bc_type, bc_value, ins, flags, g_global)
+        assert_bitwise(got, want)
+
+
+@pytest.mark.parametrize("flags", [0, L.HAS_VESSEL | L.HAS_SRC, L.HAS_TUMOR | L.HAS_TCELL, 15])
+def test_emulated_explicit_kernel_equals_reference_bitwise(lib, flags):
+    rng = np.random.default_rng(4000 + flags)
+    for i, shape in enumerate(EMU_SHAPES + ((11, 9, 33),)):
+        bname = list(BOUNDARIES)[i % len(BOUNDARIES)]
+        c, coef, ins = random_case(rng, shape, flags)
+        bc_type, bc_value = bcs(rng, bname)
+        want = reference_explicit(c, coef, bc_type, bc_value, ins)
+        obuf, out = guarded(np.full(shape, np.nan, np.float32))
+        grid, block = (u32x3(t) for t in ck.explicit_launch(shape))
+        rc = lib.emu_explicit(grid.ctypes.data, block.ctypes.data, c.ctypes.data, out.ctypes.data, ptr(ins["vessel"]),
+                              ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]),
+                              ck.pack_par(coef, bc_value).ctypes.data, *shape, flags, ck.dirichlet_mask(bc_type))
+        assert rc == 0
+        assert_guards_intact(obuf)
+        assert_bitwise(out, want)
+
+
+def test_launcher_keeps_g_on_chip_at_256_and_spills_to_global_for_long_lines():
+    h100 = (227 * 1024, 228 * 1024)  # opt-in shared per block, shared per SM
+    for axis in (0, 1, 2):
+        assert not ck.use_global_g(axis, (256, 256, 256), *h100)  # 64 KiB per block, 3 blocks per SM
+        assert ck.use_global_g(axis, (1024, 1024, 1024), *h100)  # 256 KiB: does not fit
+    assert ck.sweep_launch(2, (4, 5, 6), False) == ((1, 1, 1), (32, 1, 1), 32 * 6 * 8)
+    assert ck.sweep_launch(0, (4, 50, 60), True) == ((94, 1, 1), (32, 1, 1), 0)
+
+
+# ---- the CuPy launchers, end to end, with a stand-in for CuPy whose kernels are the emulated ones ------
+
+
+class _HostArray(np.ndarray):
+    """A NumPy array that passes for a CuPy one (``.data.ptr``, ``.get()``)."""
+
+    @property
+    def data(self):
+        return type("Ptr", (), {"ptr": self.ctypes.data})()
+
+    def get(self):
+        return np.array(self)
+
+
+def _fake_cupy(lib, launches):
+    import types
+
+    def arr(x, dtype=None):
+        return np.array(x, dtype=dtype).view(_HostArray)
+
+    class Device:
+        def __init__(self, dev=0):
+            self.id = 0
+            self.attributes = {"MaxSharedMemoryPerBlockOptin": 227 * 1024,
+                               "MaxSharedMemoryPerMultiprocessor": 228 * 1024}
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+            self.shared_size_bytes = ck.X_STATIC_SHARED_BYTES if name == "lod_sweep_x" else 0
+            self.max_dynamic_shared_size_bytes = 48 * 1024
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            assert shared_mem <= self.max_dynamic_shared_size_bytes  # the launcher raised the limit
+            launches.append((self.name, shared_mem))
+            g, b = u32x3(grid), u32x3(block)
+            a = [x.ctypes.data if isinstance(x, np.ndarray) else int(x) for x in args]
+            if self.name == "explicit_step":
+                assert lib.emu_explicit(g.ctypes.data, b.ctypes.data, *a) == 0
+            else:
+                axis = {v: k for k, v in ck.SWEEP_KERNEL.items()}[self.name]
+                assert lib.emu_sweep(axis, g.ctypes.data, b.ctypes.data, shared_mem, *a) == 0
+
+    cp = types.ModuleType("cupy")
+    cp.ndarray, cp.asarray, cp.float64 = _HostArray, arr, np.float64
+    cp.zeros = lambda shape, dtype=float: np.zeros(shape, dtype).view(_HostArray)
+    cp.empty = lambda shape, dtype=float: np.full(shape, np.nan, dtype).view(_HostArray)
+    cp.concatenate = lambda xs: np.concatenate(xs).view(_HostArray)
+    cp.cuda = types.SimpleNamespace(Device=Device)
+    return cp, types.SimpleNamespace(get_function=Kernel)
+
+
+@pytest.mark.parametrize("force_global", [False, True], ids=["g_shared", "g_global"])
+def test_cupy_launchers_run_the_kernels_to_the_reference_result(lib, monkeypatch, force_global):
+    launches = []
+    cp, module = _fake_cupy(lib, launches)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(kernelsrc, "raw_module", lambda name: module)
+    for cache in ("_kernels", "_limits", "_par_cache", "_dummies", "_scratch"):
+        monkeypatch.setattr(ck, cache, {})
+    monkeypatch.setattr(ck, "FORCE_GLOBAL_G", force_global)
+    rng = np.random.default_rng(11)
+    for flags, bname in ((15, "mixed_a"), (L.HAS_TUMOR, "mixed_b"), (0, "dirichlet")):
+        c, coef, ins = random_case(rng, (6, 35, 20), flags)
+        bc_type, bc_value = bcs(rng, bname)
+        dev = {k: (cp.asarray(v) if v is not None else cp.zeros((1, 1, 1), np.uint8)) for k, v in ins.items()}
+        c_dev = cp.asarray(c)
+        ck.lod_step(c_dev, coef, bc_type, bc_value, dev["vessel"], dev["n_tumor"], dev["n_tcell"], dev["src"], flags)
+        assert_bitwise(c_dev.get(), reference_lod(c, coef, bc_type, bc_value, ins))
+        out = cp.zeros(c.shape, np.float32)
+        ck.explicit_step(cp.asarray(c), out, coef, bc_type, bc_value, dev["vessel"], dev["n_tumor"], dev["n_tcell"],
+                         dev["src"], flags)
+        assert_bitwise(out.get(), reference_explicit(c, coef, bc_type, bc_value, ins))
+    assert [n for n, _ in launches[:4]] == ["lod_sweep_x", "lod_sweep_y", "lod_sweep_z", "explicit_step"]
+    assert all(s == 0 for n, s in launches if n != "explicit_step") == force_global
+    assert len(ck._par_cache) == 3  # one upload per distinct coefficient set
