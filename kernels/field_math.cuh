@@ -24,7 +24,7 @@ namespace coef {
 enum Index : int {
     R = 0,
     R2 = 1,
-    THIRD_DT = 2,
+    DT = 2,
     LAM = 3,
     KV = 4,
     KV_CS = 5,
@@ -33,12 +33,14 @@ enum Index : int {
     VC = 8,
     KMC = 9,
     SEC_T = 10,
-    DT = 11,
-    RD = 12,
-    B0 = 13,
-    NCOEF = 18,
-    BC_VALUE = 18,
-    NPAR = 24,
+    RD = 11,
+    G0 = 12,
+    G1 = 13,
+    SG1 = 14,
+    B0 = 15,
+    NCOEF = 20,
+    BC_VALUE = 20,
+    NPAR = 26,
 };
 }  // namespace coef
 
@@ -50,7 +52,7 @@ enum Flag : int { HAS_VESSEL = 1, HAS_TUMOR = 2, HAS_TCELL = 4, HAS_SRC = 8 };
 // B0[m] is five scalars, not an array: a run-time index into a struct member array would move the
 // whole struct to (slow) local memory on the GPU.
 struct FieldCoef {
-    double r, r2, td, lam, kv, kv_cs, vt, kmt, vc, kmc, sec_t, dt, rd;
+    double r, r2, dt, lam, kv, kv_cs, vt, kmt, vc, kmc, sec_t, rd, g0, g1, sg1;
     double b00, b01, b02, b03, b04;
 };
 
@@ -63,7 +65,7 @@ GPUSIM_HD FieldCoef load_coef(const double* p) {
     FieldCoef cf;
     cf.r = p[coef::R];
     cf.r2 = p[coef::R2];
-    cf.td = p[coef::THIRD_DT];
+    cf.dt = p[coef::DT];
     cf.lam = p[coef::LAM];
     cf.kv = p[coef::KV];
     cf.kv_cs = p[coef::KV_CS];
@@ -72,8 +74,10 @@ GPUSIM_HD FieldCoef load_coef(const double* p) {
     cf.vc = p[coef::VC];
     cf.kmc = p[coef::KMC];
     cf.sec_t = p[coef::SEC_T];
-    cf.dt = p[coef::DT];
     cf.rd = p[coef::RD];
+    cf.g0 = p[coef::G0];
+    cf.g1 = p[coef::G1];
+    cf.sg1 = p[coef::SG1];
     cf.b00 = p[coef::B0 + 0];
     cf.b01 = p[coef::B0 + 1];
     cf.b02 = p[coef::B0 + 2];
@@ -87,11 +91,11 @@ struct Rates {
     double s;  // source, unit/min
 };
 
-// The per-voxel reaction. vf, ntf, ncf, srcv are 0.0 where their flag is off. An absent tumour or
-// T-cell term is skipped rather than added as (0*Vmax)/(Km + c): that term is +-0 for every finite c
-// with Km + c != 0, and the sign of a zero in k never shows (k only enters as B0[m] + dt/3*k with
-// B0[m] >= 1, or as 1 + DT*k), so skipping saves a float64 division per voxel with no change in any
-// result. The source keeps its zero terms: they decide the sign of a zero result.
+// The per-voxel reaction of the explicit step. vf, ntf, ncf, srcv are 0.0 where their flag is off. An
+// absent tumour or T-cell term is skipped rather than added as (0*Vmax)/(Km + c): that term is +-0 for
+// every finite c with Km + c != 0, and the sign of a zero in k never shows (k only enters as 1 + DT*k),
+// so skipping saves a float64 division per voxel with no change in any result. The source keeps its
+// zero terms: they decide the sign of a zero result.
 GPUSIM_HD Rates voxel_rates(const FieldCoef& cf, int flags, double c, double vf, double ntf, double ncf,
                             double srcv) {
     double k = cf.lam + vf * cf.kv;
@@ -102,6 +106,33 @@ GPUSIM_HD Rates voxel_rates(const FieldCoef& cf, int flags, double c, double vf,
     r.k = k;
     r.s = s;
     return r;
+}
+
+struct Reaction {
+    double diag;  // added to the row's diagonal: gc + DT*mm (dimensionless)
+    double rhs;   // added to the row's right side: sc + DT*q (unit)
+};
+
+// What the FIRST LOD sweep (x) adds to the row of one voxel (the y and z sweeps are pure diffusion):
+//   gc = G1 if vessel else G0;  sc = SG1 if vessel else 0    (selects: a vessel count of 2 is a vessel)
+//   mm = (ntf*VT)/(KMT + c) + (ncf*VC)/(KMC + c);  q = ntf*SEC_T + src
+//   diag = gc + DT*mm;  rhs = sc + DT*q
+// c is the step's input value; vessel is false, ntf, ncf, srcv 0.0 where their flag is off. As in
+// voxel_rates, an absent uptake term is skipped rather than added as (0*Vmax)/(Km + c), which is +-0
+// for every finite c with Km + c != 0: diag only enters as B0[m] + diag with B0[m] >= 1, so the sign
+// of a zero in mm never shows. q keeps its zero terms (they decide the sign of a zero result).
+GPUSIM_HD Reaction lod_reaction_terms(const FieldCoef& cf, int flags, double c, bool vessel, double ntf, double ncf,
+                                      double srcv) {
+    const double gc = vessel ? cf.g1 : cf.g0;
+    const double sc = vessel ? cf.sg1 : 0.0;
+    double mm = 0.0;
+    if (flags & HAS_TUMOR) mm = (ntf * cf.vt) / (cf.kmt + c);
+    if (flags & HAS_TCELL) mm = mm + (ncf * cf.vc) / (cf.kmc + c);
+    const double q = ntf * cf.sec_t + srcv;
+    Reaction rx;
+    rx.diag = gc + cf.dt * mm;
+    rx.rhs = sc + cf.dt * q;
+    return rx;
 }
 
 // The two ends of a line along one axis (axis 0 = z, 1 = y, 2 = x): Dirichlet or not, and the
@@ -126,16 +157,31 @@ struct Row {
     double b, d;
 };
 
-GPUSIM_HD Row lod_row(const FieldCoef& cf, const LineEnds& e, int i, int n, const Rates& rt, double c) {
-    const bool lo = (i == 0) && e.dir_lo;
-    const bool hi = (i == n - 1) && e.dir_hi;
-    const int m = int(i > 0) + int(i < n - 1) + (lo ? 2 : 0) + (hi ? 2 : 0);
-    double d = c + cf.td * rt.s;
-    if (lo) d = d + e.dlo;
-    if (hi) d = d + e.dhi;
+// m_i: interior neighbours on the axis + 2 per Dirichlet face at this row.
+GPUSIM_HD int row_weight(const LineEnds& e, int i, int n) {
+    return int(i > 0) + int(i < n - 1) + ((i == 0 && e.dir_lo) ? 2 : 0) + ((i == n - 1 && e.dir_hi) ? 2 : 0);
+}
+
+// d plus the Dirichlet terms of row i: d + R2*bc_lo at i = 0, then + R2*bc_hi at i = n-1.
+GPUSIM_HD double with_dirichlet(const LineEnds& e, int i, int n, double d) {
+    if (i == 0 && e.dir_lo) d = d + e.dlo;
+    if (i == n - 1 && e.dir_hi) d = d + e.dhi;
+    return d;
+}
+
+// A row of the first sweep (x): b = B0[m] + diag, d = c + rhs (+ Dirichlet terms).
+GPUSIM_HD Row lod_row(const FieldCoef& cf, const LineEnds& e, int i, int n, const Reaction& rx, double c) {
     Row row;
-    row.b = b0_of(cf, m) + cf.td * rt.k;
-    row.d = d;
+    row.b = b0_of(cf, row_weight(e, i, n)) + rx.diag;
+    row.d = with_dirichlet(e, i, n, c + rx.rhs);
+    return row;
+}
+
+// A row of a pure diffusion sweep (y, z): b = B0[m], d = c (+ Dirichlet terms).
+GPUSIM_HD Row lod_row_diffusion(const FieldCoef& cf, const LineEnds& e, int i, int n, double c) {
+    Row row;
+    row.b = b0_of(cf, row_weight(e, i, n));
+    row.d = with_dirichlet(e, i, n, c);
     return row;
 }
 

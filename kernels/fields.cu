@@ -4,30 +4,40 @@
 // Compiled with --fmad=false (gpusim.kernelsrc); launched by gpusim/fields/cuda_kernels.py, which owns
 // the launch shapes (block sizes below are assumed by the kernels).
 //
-// Arguments common to all kernels: per-voxel arrays (z, y, x) C-contiguous; vessel, n_tumor, n_tcell
-// uint8 and src float32 are read only where their HAS_* bit is set in flags (else any valid pointer);
-// par = float64[NPAR] (coefficients then bc_value[6]); dirichlet_mask bit f set when face f (z_lo,
-// z_hi, y_lo, y_hi, x_lo, x_hi) is Dirichlet.
+// Only the first LOD sweep (x) carries the reaction and the sources (the full DT, layout.py); the y and
+// z sweeps are pure diffusion with constant coefficients, so they take no per-voxel inputs at all.
+//
+// Arguments: per-voxel arrays (z, y, x) C-contiguous; vessel, n_tumor, n_tcell uint8 and src float32
+// (lod_sweep_x and explicit_step only) are read only where their HAS_* bit is set in flags (else any
+// valid pointer); par = float64[NPAR] (coefficients then bc_value[6]); dirichlet_mask bit f set when
+// face f (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi) is Dirichlet.
 //
 // Design against the floor of DESIGN.md section 6 (8 B per voxel and sweep: read c, write c; 24 B per
 // LOD step), for 256^3 on an H100 (estimates, not measurements):
-// - Thomas factor g (float64, per voxel, since it depends on the local rate): in shared memory, LINES x
-//   n x 8 B per block (64 KiB at n = 256, so 3 blocks per SM), never in DRAM. Where fewer than two such
-//   blocks fit on an SM (n > ~420 on an H100), the launcher switches to a global scratch (g_global = 1,
-//   +16 B per voxel of DRAM traffic) so that all lines are in flight instead of one warp per SM.
+// - Thomas factor g (float64, per voxel): in shared memory, LINES x n x 8 B per block (64 KiB at
+//   n = 256, so 3 blocks per SM), never in DRAM. Where fewer than two such blocks fit on an SM
+//   (n > ~420 on an H100), the launcher switches to a global scratch (g_global = 1, +16 B per voxel of
+//   DRAM traffic) so that all lines are in flight instead of one warp per SM. (In the y and z sweeps g
+//   no longer depends on the data, only on the position along the line, so every line of an axis has
+//   the same g; the kernels still compute and keep it per line, as the x sweep must.)
 // - y as float32 goes into c in place in the forward pass and is read back in the backward pass (the
 //   contract's order). With ~100 lines in flight per SM their y32 is ~13 MB on the GPU, which stays in
 //   L2 (50 MB) between the passes and is overwritten there: L2 traffic, not DRAM traffic.
-// - The per-voxel inputs are read in every sweep: +1 B per flagged uint8 array, +4 B for src. With all
-//   four flags that is 15 B per voxel and sweep, so ~53 % of the 8 B floor is the memory bound itself.
-// - FP64 work per voxel and sweep: ~35 operations and 8 float32<->float64/int conversions (16 per clock
-//   per SM on sm_80/sm_90) without uptake terms, ~60 with both Michaelis-Menten divisions. Against the
-//   1.4 voxels per clock per SM the floor asks for, that caps a sweep at roughly 80 % (no uptake) to
-//   50 % (both uptake terms) of the floor.
+// - Per-voxel bytes: the x sweep reads the per-voxel inputs, +1 B per flagged uint8 array and +4 B
+//   for src (8 to 15 B per voxel); the y and z sweeps read and write c only, 8 B per voxel. A step with
+//   all four flags moves 31 B per voxel, so the 24 B floor is ~77 % of the memory bound itself.
+// - FP64 work per voxel: the y and z sweeps ~25 operations (the float64 reciprocal is most of it) and
+//   4 float32<->float64 conversions, no limit at the ~1.4 voxels per clock per SM the floor asks for
+//   (their limit is the recurrence's latency, below); the x sweep ~40 operations and 8 conversions without uptake terms, ~60 with
+//   both Michaelis-Menten divisions (16 conversions per clock per SM on sm_80/sm_90), which caps it at
+//   roughly 80 % (no uptake) to 50 % (both uptake terms) of its floor.
 // - Latency: the forward recurrence is ~70 cycles per element (a float64 reciprocal in the chain); three
 //   warps per SM keep ~1.1 elements per clock in flight, and PF-deep register prefetch (y, z) or the
 //   next tile in registers (x) keeps the loads in flight meanwhile.
-// Expected: 55-75 % of the 24 B floor for a step without uptake, ~50 % with it. To be measured.
+//   That caps the y and z sweeps at ~80 % of their floor.
+// Expected (y and z ~80 % each; x 50-80 % of its own floor, and ~1.9x its bytes with all inputs):
+// ~75 % of the 24 B floor for a step without inputs or uptake, ~65 % with all inputs and both uptake
+// terms (was 55-75 % and ~50 % while every sweep carried the reaction). To be measured.
 
 #include "field_math.cuh"
 
@@ -47,13 +57,14 @@ constexpr int EX_BX = 32, EX_BY = 8, EX_ZCH = 8;  // explicit: block 32 x 8 (x, 
 
 typedef unsigned char u8;
 
-// Per-voxel inputs of one element, as loaded (float32/uint8); converted to double on use.
+// The optional per-voxel inputs of one element of the explicit step, as loaded (float32/uint8);
+// converted to double on use.
 struct VoxIn {
-    float c, src;
+    float src;
     unsigned int v, nt, nc;
 };
 
-// The optional inputs of voxel idx (zeros where the flag is off; c is loaded by the caller).
+// The optional inputs of voxel idx (zeros where the flag is off).
 __device__ __forceinline__ void load_inputs(VoxIn& a, const u8* vessel, const u8* n_tumor, const u8* n_tcell,
                                             const float* src, long long idx, int flags) {
     a.v = (flags & HAS_VESSEL) ? vessel[idx] : 0u;
@@ -67,43 +78,35 @@ __device__ __forceinline__ Rates rates_of(const FieldCoef& cf, int flags, double
                        (flags & HAS_SRC) ? double(a.src) : 0.0);
 }
 
-// One line of a strided (y or z) sweep, by one thread. Coalescing: consecutive threads own consecutive
-// lines, i.e. consecutive x, so each step of the recurrence is one 128-byte warp load/store of c. The
-// next PF elements' inputs are loaded before the current PF are computed, so the loads are in flight
-// during the (latency-bound) recurrence. g goes to gp[i * gstride] (shared or global scratch).
-__device__ __forceinline__ void sweep_line_strided(float* c, const u8* vessel, const u8* n_tumor,
-                                                   const u8* n_tcell, const float* src, const double* par,
-                                                   double* gp, long long gstride, long long base,
-                                                   long long stride, int n, int axis, int flags,
-                                                   int dirichlet_mask) {
+// One line of a strided (y or z) sweep, by one thread: pure diffusion, so only c is read. Coalescing:
+// consecutive threads own consecutive lines, i.e. consecutive x, so each step of the recurrence is one
+// 128-byte warp load/store of c. The next PF elements are loaded before the current PF are computed, so
+// the loads are in flight during the (latency-bound) recurrence. g goes to gp[i * gstride] (shared or
+// global scratch).
+__device__ __forceinline__ void sweep_line_diffusion(float* c, const double* par, double* gp, long long gstride,
+                                                     long long base, long long stride, int n, int axis,
+                                                     int dirichlet_mask) {
     const FieldCoef cf = load_coef(par);
     const LineEnds e = line_ends(cf, par, dirichlet_mask, axis);
-    VoxIn nxt[PF];
+    float nxt[PF];
 #pragma unroll
     for (int j = 0; j < PF; ++j)
-        if (j < n) {
-            nxt[j].c = c[base + j * stride];
-            load_inputs(nxt[j], vessel, n_tumor, n_tcell, src, base + j * stride, flags);
-        }
+        if (j < n) nxt[j] = c[base + j * stride];
     double g = 0.0, y = 0.0;
     for (int i0 = 0; i0 < n; i0 += PF) {
-        VoxIn cur[PF];
+        float cur[PF];
 #pragma unroll
         for (int j = 0; j < PF; ++j) cur[j] = nxt[j];
 #pragma unroll
         for (int j = 0; j < PF; ++j) {
             const int i = i0 + PF + j;
-            if (i < n) {
-                nxt[j].c = c[base + i * stride];
-                load_inputs(nxt[j], vessel, n_tumor, n_tcell, src, base + i * stride, flags);
-            }
+            if (i < n) nxt[j] = c[base + i * stride];
         }
 #pragma unroll
         for (int j = 0; j < PF; ++j) {
             const int i = i0 + j;
             if (i < n) {
-                const double cv = double(cur[j].c);
-                const Row row = lod_row(cf, e, i, n, rates_of(cf, flags, cv, cur[j]), cv);
+                const Row row = lod_row_diffusion(cf, e, i, n, double(cur[j]));
                 if (i == 0)
                     thomas_first(cf.r, row, g, y);
                 else
@@ -144,13 +147,11 @@ __device__ __forceinline__ void sweep_line_strided(float* c, const u8* vessel, c
 
 using namespace gpusim;
 
-// y sweep: line (z, x) = divmod(L, nx), elements c[z, i, x], stride nx. Block LINES threads, grid
-// ceil(nz*nx / LINES); dynamic shared LINES*ny*8 bytes unless g_global.
+// y sweep (pure diffusion): line (z, x) = divmod(L, nx), elements c[z, i, x], stride nx. Block LINES
+// threads, grid ceil(nz*nx / LINES); dynamic shared LINES*ny*8 bytes unless g_global. 8 B per voxel.
 extern "C" __global__ void __launch_bounds__(LINES)
-    lod_sweep_y(float* c, const u8* __restrict__ vessel, const u8* __restrict__ n_tumor,
-                const u8* __restrict__ n_tcell, const float* __restrict__ src, const double* __restrict__ par,
-                double* __restrict__ gscratch, int nz, int ny, int nx, int flags, int dirichlet_mask,
-                int g_global) {
+    lod_sweep_y(float* c, const double* __restrict__ par, double* __restrict__ gscratch, int nz, int ny, int nx,
+                int dirichlet_mask, int g_global) {
     GPUSIM_DYNAMIC_SHARED(double, gsh);
     const long long nlines = (long long)nz * nx;
     const long long L = (long long)blockIdx.x * LINES + threadIdx.x;
@@ -158,29 +159,27 @@ extern "C" __global__ void __launch_bounds__(LINES)
     const long long z = L / nx, x = L - z * nx;
     double* gp = g_global ? gscratch + L : gsh + threadIdx.x;
     const long long gstride = g_global ? nlines : (long long)LINES;
-    sweep_line_strided(c, vessel, n_tumor, n_tcell, src, par, gp, gstride, z * ny * (long long)nx + x, nx, ny,
-                       1, flags, dirichlet_mask);
+    sweep_line_diffusion(c, par, gp, gstride, z * ny * (long long)nx + x, nx, ny, 1, dirichlet_mask);
 }
 
-// z sweep: line L = y*nx + x, elements c[i, y, x], stride ny*nx. Block LINES threads, grid
-// ceil(ny*nx / LINES); dynamic shared LINES*nz*8 bytes unless g_global.
+// z sweep (pure diffusion): line L = y*nx + x, elements c[i, y, x], stride ny*nx. Block LINES threads,
+// grid ceil(ny*nx / LINES); dynamic shared LINES*nz*8 bytes unless g_global. 8 B per voxel.
 extern "C" __global__ void __launch_bounds__(LINES)
-    lod_sweep_z(float* c, const u8* __restrict__ vessel, const u8* __restrict__ n_tumor,
-                const u8* __restrict__ n_tcell, const float* __restrict__ src, const double* __restrict__ par,
-                double* __restrict__ gscratch, int nz, int ny, int nx, int flags, int dirichlet_mask,
-                int g_global) {
+    lod_sweep_z(float* c, const double* __restrict__ par, double* __restrict__ gscratch, int nz, int ny, int nx,
+                int dirichlet_mask, int g_global) {
     GPUSIM_DYNAMIC_SHARED(double, gsh);
     const long long nlines = (long long)ny * nx;
     const long long L = (long long)blockIdx.x * LINES + threadIdx.x;
     if (L >= nlines) return;  // no block-wide barrier in this kernel
     double* gp = g_global ? gscratch + L : gsh + threadIdx.x;
     const long long gstride = g_global ? nlines : (long long)LINES;
-    sweep_line_strided(c, vessel, n_tumor, n_tcell, src, par, gp, gstride, L, nlines, nz, 0, flags,
-                       dirichlet_mask);
+    sweep_line_diffusion(c, par, gp, gstride, L, nlines, nz, 0, dirichlet_mask);
 }
 
-// x sweep (the contiguous axis). A block of LINES threads owns LINES consecutive (z, y) rows; thread t
-// runs row t's recurrence. Coalescing: the rows are walked in tiles of LINES rows x XT values; each
+// x sweep (the contiguous axis), the first sweep of a step: it alone carries the reaction and the
+// sources (lod_reaction_terms of each voxel's input value), so it alone reads the flagged per-voxel
+// inputs (8 B per voxel + 1 B per flagged count array + 4 B for src). A block of LINES threads owns
+// LINES consecutive (z, y) rows; thread t runs row t's recurrence. Coalescing: the rows are walked in tiles of LINES rows x XT values; each
 // warp-wide load or store covers XRPP rows x XT consecutive floats (two 64-byte segments), so DRAM sees
 // whole sectors, and the tile is transposed through shared memory (row stride XT+1 floats: thread t
 // reading tile[t][l] hits 32 distinct banks). The next tile is loaded into registers while the current
@@ -261,9 +260,9 @@ extern "C" __global__ void __launch_bounds__(LINES)
                 const int i = x0 + l;
                 const unsigned int p = tp[t][l];
                 const double cv = double(tc[t][l]);
-                const Rates rt = voxel_rates(cf, flags, cv, double(p & 0xffu), double((p >> 8) & 0xffu),
-                                             double(p >> 16), (flags & HAS_SRC) ? double(ts[t][l]) : 0.0);
-                const Row rw = lod_row(cf, e, i, nx, rt, cv);
+                const Reaction rx = lod_reaction_terms(cf, flags, cv, (p & 0xffu) != 0u, double((p >> 8) & 0xffu),
+                                                       double(p >> 16), (flags & HAS_SRC) ? double(ts[t][l]) : 0.0);
+                const Row rw = lod_row(cf, e, i, nx, rx, cv);
                 if (i == 0)
                     thomas_first(cf.r, rw, g, y);
                 else

@@ -3,10 +3,11 @@
 // operation is one IEEE operation, as on the GPU with --fmad=false.
 //
 // 1. host_lod_step / host_explicit_step: whole-array steps written with kernels/field_math.cuh's
-//    functions in plain loops. Equal to gpusim/fields/reference.py bitwise => the arithmetic the CUDA
-//    kernels use is the contract's.
-// 2. emu_sweep / emu_explicit: kernels/fields.cu itself, compiled for the host with a minimal CUDA
-//    execution model: __shared__ as block-wide statics, blocks one after another, one std::thread per
+//    functions in plain loops; host_voxel_rates / host_lod_reaction_terms: the per-voxel terms in
+//    float64. Equal to gpusim/fields/reference.py bitwise => the arithmetic the CUDA kernels use is
+//    the contract's.
+// 2. emu_sweep_x / emu_sweep_diffusion / emu_explicit: kernels/fields.cu itself, compiled for the host
+//    with a minimal CUDA execution model: __shared__ as block-wide statics, blocks one after another, one std::thread per
 //    CUDA thread but only one running at a time. Each thread runs up to its next __syncthreads (or its
 //    end) and hands over to the next; the order reverses at every barrier. So a missing barrier shows
 //    deterministically: some thread then reads shared memory another has not yet written, or already
@@ -41,14 +42,22 @@ Rates rates_at(const FieldCoef& cf, const Inputs& in, double c, long long idx) {
                        (f & HAS_SRC) ? double(in.src[idx]) : 0.0);
 }
 
-// The Thomas solve of one line (elements c[base + i*stride]) as the contract writes it.
-void solve_line(float* c, const FieldCoef& cf, const LineEnds& e, const Inputs& in, long long base, long long stride,
+Reaction reaction_at(const FieldCoef& cf, const Inputs& in, double c, long long idx) {
+    const int f = in.flags;
+    return lod_reaction_terms(cf, f, c, (f & HAS_VESSEL) && in.vessel[idx] != 0,
+                              (f & HAS_TUMOR) ? double(in.n_tumor[idx]) : 0.0,
+                              (f & HAS_TCELL) ? double(in.n_tcell[idx]) : 0.0, (f & HAS_SRC) ? double(in.src[idx]) : 0.0);
+}
+
+// The Thomas solve of one line (elements c[base + i*stride]) as the contract writes it: with the
+// reaction terms of each voxel's input value (first sweep, in != nullptr) or pure diffusion.
+void solve_line(float* c, const FieldCoef& cf, const LineEnds& e, const Inputs* in, long long base, long long stride,
                 int n, std::vector<double>& g) {
     double gi = 0.0, y = 0.0;
     for (int i = 0; i < n; ++i) {
         const long long idx = base + i * stride;
         const double cv = double(c[idx]);
-        const Row row = lod_row(cf, e, i, n, rates_at(cf, in, cv, idx), cv);
+        const Row row = in ? lod_row(cf, e, i, n, reaction_at(cf, *in, cv, idx), cv) : lod_row_diffusion(cf, e, i, n, cv);
         if (i == 0)
             thomas_first(cf.r, row, gi, y);
         else
@@ -67,6 +76,8 @@ void solve_line(float* c, const FieldCoef& cf, const LineEnds& e, const Inputs& 
 
 }  // namespace
 
+// One LOD step: the x sweep with the reaction and the sources, then y and z pure diffusion (which get
+// no per-voxel inputs at all).
 extern "C" void host_lod_step(float* c, int nz, int ny, int nx, const double* par, int dirichlet_mask,
                               const uint8_t* vessel, const uint8_t* n_tumor, const uint8_t* n_tcell, const float* src,
                               int flags) {
@@ -75,12 +86,12 @@ extern "C" void host_lod_step(float* c, int nz, int ny, int nx, const double* pa
     const long long plane = (long long)ny * nx;
     std::vector<double> g(std::max(nx, std::max(ny, nz)));
     const LineEnds ex = line_ends(cf, par, dirichlet_mask, 2);
-    for (long long r = 0; r < (long long)nz * ny; ++r) solve_line(c, cf, ex, in, r * nx, 1, nx, g);
+    for (long long r = 0; r < (long long)nz * ny; ++r) solve_line(c, cf, ex, &in, r * nx, 1, nx, g);
     const LineEnds ey = line_ends(cf, par, dirichlet_mask, 1);
     for (int z = 0; z < nz; ++z)
-        for (int x = 0; x < nx; ++x) solve_line(c, cf, ey, in, z * plane + x, nx, ny, g);
+        for (int x = 0; x < nx; ++x) solve_line(c, cf, ey, nullptr, z * plane + x, nx, ny, g);
     const LineEnds ez = line_ends(cf, par, dirichlet_mask, 0);
-    for (long long l = 0; l < plane; ++l) solve_line(c, cf, ez, in, l, plane, nz, g);
+    for (long long l = 0; l < plane; ++l) solve_line(c, cf, ez, nullptr, l, plane, nz, g);
 }
 
 extern "C" void host_explicit_step(const float* c_in, float* c_out, int nz, int ny, int nx, const double* par,
@@ -122,12 +133,26 @@ extern "C" void host_voxel_rates(const float* c, long long n, const double* par,
     }
 }
 
+// The first LOD sweep's per-voxel terms (diag, rhs) in float64 of n voxels.
+extern "C" void host_lod_reaction_terms(const float* c, long long n, const double* par, const uint8_t* vessel,
+                                        const uint8_t* n_tumor, const uint8_t* n_tcell, const float* src, int flags,
+                                        double* diag, double* rhs) {
+    const FieldCoef cf = load_coef(par);
+    const Inputs in{vessel, n_tumor, n_tcell, src, flags};
+    for (long long i = 0; i < n; ++i) {
+        const Reaction r = reaction_at(cf, in, double(c[i]), i);
+        diag[i] = r.diag;
+        rhs[i] = r.rhs;
+    }
+}
+
 // The index constants the .cuh uses, for comparison with gpusim/fields/layout.py.
 extern "C" void host_constants(int* out) {
-    const int v[] = {coef::R,     coef::R2,   coef::THIRD_DT, coef::LAM,     coef::KV,     coef::KV_CS,
-                     coef::VT,    coef::KMT,  coef::VC,       coef::KMC,     coef::SEC_T,  coef::DT,
-                     coef::RD,    coef::B0,   coef::NCOEF,    coef::BC_VALUE, coef::NPAR,  BC_ZERO_FLUX,
-                     BC_DIRICHLET, HAS_VESSEL, HAS_TUMOR,     HAS_TCELL,     HAS_SRC};
+    const int v[] = {coef::R,      coef::R2,      coef::DT,    coef::LAM,     coef::KV,      coef::KV_CS,
+                     coef::VT,     coef::KMT,     coef::VC,    coef::KMC,     coef::SEC_T,   coef::RD,
+                     coef::G0,     coef::G1,      coef::SG1,   coef::B0,      coef::NCOEF,   coef::BC_VALUE,
+                     coef::NPAR,   BC_ZERO_FLUX,  BC_DIRICHLET, HAS_VESSEL,   HAS_TUMOR,     HAS_TCELL,
+                     HAS_SRC};
     std::memcpy(out, v, sizeof v);
 }
 
@@ -235,15 +260,23 @@ int launch(const unsigned int grid[3], const unsigned int block[3], size_t dyn_b
 
 }  // namespace
 
-// One LOD sweep along axis (0 = z, 1 = y, 2 = x) with the given launch shape.
-extern "C" int emu_sweep(int axis, const unsigned int* grid, const unsigned int* block, long long dyn_bytes, float* c,
-                         const uint8_t* vessel, const uint8_t* n_tumor, const uint8_t* n_tcell, const float* src,
-                         const double* par, double* gscratch, int nz, int ny, int nx, int flags, int dirichlet_mask,
-                         int g_global) {
-    auto kern = axis == 2 ? lod_sweep_x : axis == 1 ? lod_sweep_y : lod_sweep_z;
+// The x sweep (reaction and sources) with the given launch shape.
+extern "C" int emu_sweep_x(const unsigned int* grid, const unsigned int* block, long long dyn_bytes, float* c,
+                           const uint8_t* vessel, const uint8_t* n_tumor, const uint8_t* n_tcell, const float* src,
+                           const double* par, double* gscratch, int nz, int ny, int nx, int flags, int dirichlet_mask,
+                           int g_global) {
     return launch(grid, block, (size_t)dyn_bytes, [&] {
-        kern(c, vessel, n_tumor, n_tcell, src, par, gscratch, nz, ny, nx, flags, dirichlet_mask, g_global);
+        lod_sweep_x(c, vessel, n_tumor, n_tcell, src, par, gscratch, nz, ny, nx, flags, dirichlet_mask, g_global);
     });
+}
+
+// A pure diffusion sweep along axis 1 (y) or 0 (z) with the given launch shape.
+extern "C" int emu_sweep_diffusion(int axis, const unsigned int* grid, const unsigned int* block, long long dyn_bytes,
+                                   float* c, const double* par, double* gscratch, int nz, int ny, int nx,
+                                   int dirichlet_mask, int g_global) {
+    auto kern = axis == 1 ? lod_sweep_y : lod_sweep_z;
+    return launch(grid, block, (size_t)dyn_bytes,
+                  [&] { kern(c, par, gscratch, nz, ny, nx, dirichlet_mask, g_global); });
 }
 
 extern "C" int emu_explicit(const unsigned int* grid, const unsigned int* block, const float* c_in, float* c_out,

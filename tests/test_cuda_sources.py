@@ -3,7 +3,8 @@
 - Every ``kernels/*.cu`` compiles for sm_80 and sm_90 through NVRTC with the run-time options, and a
   broken source is rejected (so the check can fail).
 - ``kernels/field_math.cuh`` built for the host with g++ (no FMA contraction) equals the NumPy reference
-  bitwise: the kernels' arithmetic is the contract's (tests/host_field_math.cpp, part 1).
+  bitwise: the kernels' arithmetic is the contract's (tests/host_field_math.cpp, part 1), down to the
+  float64 per-voxel terms (the explicit step's rates, the first LOD sweep's reaction terms).
 - ``kernels/fields.cu`` itself, run under a host emulation of CUDA's execution model with the launch
   shapes of ``gpusim.fields.cuda_kernels``, equals the reference bitwise: the kernels' indexing, tiles,
   prefetch and barriers are right (part 2). What remains for a GPU is the device's own IEEE arithmetic.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import shutil
 import subprocess
 import sys
@@ -105,28 +107,36 @@ def lib(tmp_path_factory):
     so.host_explicit_step.argtypes = [VP, VP, I, I, I, VP, I, VP, VP, VP, VP, I]
     so.host_constants.argtypes = [VP]
     so.host_voxel_rates.argtypes = [VP, LL, VP, VP, VP, VP, VP, I, VP, VP]
-    so.emu_sweep.argtypes = [I, VP, VP, LL, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I, I]
-    so.emu_sweep.restype = I
+    so.host_lod_reaction_terms.argtypes = [VP, LL, VP, VP, VP, VP, VP, I, VP, VP]
+    so.emu_sweep_x.argtypes = [VP, VP, LL, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I, I]
+    so.emu_sweep_x.restype = I
+    so.emu_sweep_diffusion.argtypes = [I, VP, VP, LL, VP, VP, VP, I, I, I, I, I]
+    so.emu_sweep_diffusion.restype = I
     so.emu_explicit.argtypes = [VP, VP, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I]
     so.emu_explicit.restype = I
     return so
 
 
 def test_cuh_index_constants_equal_layout(lib):
-    got = np.zeros(23, np.int32)
+    want = [L.R, L.R2, L.DT, L.LAM, L.KV, L.KV_CS, L.VT, L.KMT, L.VC, L.KMC, L.SEC_T, L.RD, L.G0, L.G1, L.SG1,
+            L.B0, L.NCOEF, L.NCOEF, ck.NPAR, L.BC_ZERO_FLUX, L.BC_DIRICHLET, L.HAS_VESSEL, L.HAS_TUMOR,
+            L.HAS_TCELL, L.HAS_SRC]
+    got = np.zeros(len(want), np.int32)
     lib.host_constants(got.ctypes.data)
-    want = [L.R, L.R2, L.THIRD_DT, L.LAM, L.KV, L.KV_CS, L.VT, L.KMT, L.VC, L.KMC, L.SEC_T, L.DT, L.RD, L.B0,
-            L.NCOEF, L.NCOEF, ck.NPAR, L.BC_ZERO_FLUX, L.BC_DIRICHLET, L.HAS_VESSEL, L.HAS_TUMOR, L.HAS_TCELL,
-            L.HAS_SRC]
     assert got.tolist() == want
+    # every coefficient slot of layout.py is named in the .cuh: a slot added there but not here fails
+    slots = {v for k, v in vars(L).items() if k.isupper() and isinstance(v, int) and k not in (
+        "NCOEF", "BC_ZERO_FLUX", "BC_DIRICHLET", "HAS_VESSEL", "HAS_TUMOR", "HAS_TCELL", "HAS_SRC")}
+    assert slots | set(range(L.B0, L.B0 + 5)) == set(range(L.NCOEF))
+    assert slots <= set(want[:16])
 
 
 def test_host_voxel_rates_equal_reference_in_float64(lib):
-    """The per-voxel reaction at float64 level, where an operation-order change would show (the
-    float32 results below almost never reveal a one-ulp float64 difference)."""
+    """The explicit step's per-voxel reaction at float64 level, where an operation-order change would
+    show (the float32 results below almost never reveal a one-ulp float64 difference)."""
     rng = np.random.default_rng(7)
     for flags in ALL_FLAGS:
-        c, coef, ins = random_case(rng, (4, 6, 8), flags)
+        c, coef, ins = random_case(rng, (4, 6, 8), flags, explicit=True)
         k, s = np.empty(c.shape), np.empty(c.shape)
         lib.host_voxel_rates(c.ctypes.data, c.size, ck.pack_par(coef, np.zeros(6)).ctypes.data, ptr(ins["vessel"]),
                              ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]), flags, k.ctypes.data,
@@ -136,21 +146,51 @@ def test_host_voxel_rates_equal_reference_in_float64(lib):
         assert np.array_equal(s.view(np.uint64), s_ref.view(np.uint64)), flags
 
 
-def random_case(rng, shape, flags):
-    """Plausible random coefficients (positive rates, Km > 0) and per-voxel inputs; absent ones None."""
+def test_host_lod_reaction_terms_equal_reference_in_float64(lib):
+    """The first LOD sweep's per-voxel terms (diag, rhs) at float64 level, against
+    ``reference.lod_reaction_terms``. Vessel counts above 1 check that the vessel terms are selects."""
+    rng = np.random.default_rng(8)
+    for flags in ALL_FLAGS:
+        c, coef, ins = random_case(rng, (4, 6, 8), flags)
+        if ins["vessel"] is not None:
+            ins["vessel"] = rng.choice(np.array([0, 0, 0, 1, 2, 255], np.uint8), c.shape)
+        diag, rhs = np.empty(c.shape), np.empty(c.shape)
+        lib.host_lod_reaction_terms(c.ctypes.data, c.size, ck.pack_par(coef, np.zeros(6)).ctypes.data,
+                                    ptr(ins["vessel"]), ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]),
+                                    flags, diag.ctypes.data, rhs.ctypes.data)
+        d_ref, r_ref = ref.lod_reaction_terms(c, coef, ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"])
+        assert np.array_equal(diag.view(np.uint64), d_ref.view(np.uint64)), flags
+        assert np.array_equal(rhs.view(np.uint64), r_ref.view(np.uint64)), flags
+
+
+def random_coef(rng, dt):
+    """Plausible random coefficients (positive rates, Km > 0) for a field step of length ``dt``, with
+    the fitted G0, G1, SG1 that fields.coefficients derives from them."""
     coef = np.zeros(L.NCOEF)
     r = rng.uniform(0.05, 3.0)
-    dt_f = rng.uniform(0.01, 0.5)
-    coef[L.R], coef[L.R2], coef[L.THIRD_DT] = r, r + r, dt_f / 3.0
+    coef[L.R], coef[L.R2], coef[L.DT] = r, r + r, dt
     coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
     coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
     coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.SEC_T], coef[L.DT], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.001, 0.03), rng.uniform(0.1, 10.0)
+    coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
+    rate = coef[L.LAM] + coef[L.KV]
+    coef[L.G0] = math.expm1(coef[L.LAM] * dt)
+    coef[L.G1] = math.expm1(rate * dt)
+    coef[L.SG1] = coef[L.KV_CS] * coef[L.G1] / rate if rate > 0 else 0.0
     coef[L.B0:L.B0 + 5] = 1.0 + np.arange(5) * r
+    return coef
+
+
+def random_case(rng, shape, flags, explicit=False):
+    """Random coefficients (DT an explicit sub-step or an LOD field step) and per-voxel inputs; absent
+    ones None."""
+    coef = random_coef(rng, rng.uniform(0.001, 0.03) if explicit else rng.uniform(0.01, 0.5))
     c = rng.uniform(0.0, 2.0, shape).astype(np.float32)
+    # vessel 0 (80 %), 1 or 2: the LOD terms select on vessel != 0, the explicit rates multiply by it
+    vessel = ((rng.random(shape) < 0.2) * rng.integers(1, 3, shape)).astype(np.uint8)
     ins = {
-        "vessel": (rng.random(shape) < 0.2).astype(np.uint8) if flags & L.HAS_VESSEL else None,
+        "vessel": vessel if flags & L.HAS_VESSEL else None,
         "n_tumor": (rng.random(shape) < 0.5).astype(np.uint8) if flags & L.HAS_TUMOR else None,
         "n_tcell": rng.integers(0, 5, shape).astype(np.uint8) if flags & L.HAS_TCELL else None,
         "src": rng.uniform(-0.1, 1.0, shape).astype(np.float32) if flags & L.HAS_SRC else None,
@@ -210,7 +250,7 @@ def test_host_twin_lod_step_equals_reference_bitwise(lib, flags, bname):
 def test_host_twin_explicit_step_equals_reference_bitwise(lib, flags, bname):
     rng = np.random.default_rng(2000 + 16 * list(BOUNDARIES).index(bname) + flags)
     for shape in ((6, 5, 7), (1, 4, 9), (3, 1, 1)):
-        c, coef, ins = random_case(rng, shape, flags)
+        c, coef, ins = random_case(rng, shape, flags, explicit=True)
         bc_type, bc_value = bcs(rng, bname)
         want = reference_explicit(c, coef, bc_type, bc_value, ins)
         got = np.full(shape, np.nan, np.float32)
@@ -241,18 +281,27 @@ def u32x3(t):
     return np.array(t, np.uint32)
 
 
+def emu_sweep(lib, axis, grid, block, shared, args):
+    """Run the sweep kernel along ``axis`` under the host emulation with ``args`` as
+    ``cuda_kernels.sweep_args`` builds them (arrays as NumPy arrays or None)."""
+    g, b = u32x3(grid), u32x3(block)
+    a = [x.ctypes.data if isinstance(x, np.ndarray) else None if x is None else int(x) for x in args]
+    if axis == 2:
+        return lib.emu_sweep_x(g.ctypes.data, b.ctypes.data, shared, *a)
+    return lib.emu_sweep_diffusion(axis, g.ctypes.data, b.ctypes.data, shared, *a)
+
+
 def emu_lod_step(lib, c, coef, bc_type, bc_value, ins, flags, g_global):
     """One LOD step as cuda_kernels.lod_step launches it, with fields.cu run by the host emulation."""
     cbuf, cv = guarded(c)
     gbuf, gv = guarded(np.full(c.size, np.nan)) if g_global else (None, None)
     par = ck.pack_par(coef, bc_value)
+    inputs = [ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"]]
     for axis in (2, 1, 0):
         grid, block, shared = ck.sweep_launch(axis, c.shape, g_global)
-        grid, block = u32x3(grid), u32x3(block)
         assert shared == (0 if g_global else ck.LINES * c.shape[axis] * 8)
-        rc = lib.emu_sweep(axis, grid.ctypes.data, block.ctypes.data, shared, cv.ctypes.data, ptr(ins["vessel"]),
-                           ptr(ins["n_tumor"]), ptr(ins["n_tcell"]), ptr(ins["src"]), par.ctypes.data, ptr(gv),
-                           *c.shape, flags, ck.dirichlet_mask(bc_type), int(g_global))
+        args = ck.sweep_args(axis, cv, inputs, par, gv, c.shape, flags, ck.dirichlet_mask(bc_type), g_global)
+        rc = emu_sweep(lib, axis, grid, block, shared, args)
         assert rc == 0, "a block wrote past its dynamic shared memory"
     assert_guards_intact(cbuf)
     if g_global:
@@ -283,7 +332,7 @@ def test_emulated_explicit_kernel_equals_reference_bitwise(lib, flags):
     rng = np.random.default_rng(4000 + flags)
     for i, shape in enumerate(EMU_SHAPES + ((11, 9, 33),)):
         bname = list(BOUNDARIES)[i % len(BOUNDARIES)]
-        c, coef, ins = random_case(rng, shape, flags)
+        c, coef, ins = random_case(rng, shape, flags, explicit=True)
         bc_type, bc_value = bcs(rng, bname)
         want = reference_explicit(c, coef, bc_type, bc_value, ins)
         obuf, out = guarded(np.full(shape, np.nan, np.float32))
@@ -339,14 +388,14 @@ def _fake_cupy(lib, launches):
 
         def __call__(self, grid, block, args, shared_mem=0):
             assert shared_mem <= self.max_dynamic_shared_size_bytes  # the launcher raised the limit
-            launches.append((self.name, shared_mem))
-            g, b = u32x3(grid), u32x3(block)
-            a = [x.ctypes.data if isinstance(x, np.ndarray) else int(x) for x in args]
+            launches.append((self.name, shared_mem, len(args)))
             if self.name == "explicit_step":
+                g, b = u32x3(grid), u32x3(block)
+                a = [x.ctypes.data if isinstance(x, np.ndarray) else int(x) for x in args]
                 assert lib.emu_explicit(g.ctypes.data, b.ctypes.data, *a) == 0
             else:
                 axis = {v: k for k, v in ck.SWEEP_KERNEL.items()}[self.name]
-                assert lib.emu_sweep(axis, g.ctypes.data, b.ctypes.data, shared_mem, *a) == 0
+                assert emu_sweep(lib, axis, grid, block, shared_mem, args) == 0
 
     cp = types.ModuleType("cupy")
     cp.ndarray, cp.asarray, cp.float64 = _HostArray, arr, np.float64
@@ -378,6 +427,8 @@ def test_cupy_launchers_run_the_kernels_to_the_reference_result(lib, monkeypatch
         ck.explicit_step(cp.asarray(c), out, coef, bc_type, bc_value, dev["vessel"], dev["n_tumor"], dev["n_tcell"],
                          dev["src"], flags)
         assert_bitwise(out.get(), reference_explicit(c, coef, bc_type, bc_value, ins))
-    assert [n for n, _ in launches[:4]] == ["lod_sweep_x", "lod_sweep_y", "lod_sweep_z", "explicit_step"]
-    assert all(s == 0 for n, s in launches if n != "explicit_step") == force_global
+    assert [n for n, _, _ in launches[:4]] == ["lod_sweep_x", "lod_sweep_y", "lod_sweep_z", "explicit_step"]
+    # the x sweep takes the per-voxel inputs and flags; the y and z sweeps (pure diffusion) do not
+    assert [k for _, _, k in launches[:3]] == [13, 8, 8]
+    assert all(s == 0 for n, s, _ in launches if n != "explicit_step") == force_global
     assert len(ck._par_cache) == 3  # one upload per distinct coefficient set

@@ -2,10 +2,13 @@
 
 Random 64^3 fields, every combination of per-voxel inputs (flags), zero-flux, Dirichlet and mixed
 boundaries, for both LOD steps (g in shared memory and in the global scratch) and explicit sub-steps.
-Skipped only where CuPy sees no CUDA device.
+An LOD step carries the reaction and the sources in its x sweep only (gpusim.fields.layout); the tests
+also compare a step with the NumPy reference. Skipped only where CuPy sees no CUDA device.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -38,16 +41,22 @@ BOUNDARIES = {
 ALL_FLAGS = list(range(16))
 
 
-def random_case(rng, shape, flags, bname):
-    """Plausible coefficients and inputs; inputs whose flag is off are 1x1x1 stand-ins (never read)."""
+def random_case(rng, shape, flags, bname, explicit=False):
+    """Plausible coefficients (DT an explicit sub-step or an LOD field step, with the fitted G0, G1, SG1
+    of fields.coefficients) and inputs; inputs whose flag is off are 1x1x1 stand-ins (never read)."""
     coef = np.zeros(L.NCOEF)
     r = rng.uniform(0.05, 3.0)
-    coef[L.R], coef[L.R2], coef[L.THIRD_DT] = r, r + r, rng.uniform(0.01, 0.5) / 3.0
+    dt = rng.uniform(0.001, 0.03) if explicit else rng.uniform(0.01, 0.5)
+    coef[L.R], coef[L.R2], coef[L.DT] = r, r + r, dt
     coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
     coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
     coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.SEC_T], coef[L.DT], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.001, 0.03), rng.uniform(0.1, 10.0)
+    coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
+    rate = coef[L.LAM] + coef[L.KV]
+    coef[L.G0] = math.expm1(coef[L.LAM] * dt)
+    coef[L.G1] = math.expm1(rate * dt)
+    coef[L.SG1] = coef[L.KV_CS] * coef[L.G1] / rate if rate > 0 else 0.0
     coef[L.B0:L.B0 + 5] = 1.0 + np.arange(5) * r
     c = rng.uniform(0.0, 2.0, shape).astype(np.float32)
     one = (1, 1, 1)
@@ -82,6 +91,24 @@ def run_lod(shape, flags, bname, seed, steps=1):
     assert_bitwise(cupy.asnumpy(c_gpu), c)
 
 
+@pytest.mark.parametrize("flags", [0, L.HAS_VESSEL | L.HAS_SRC, L.HAS_TUMOR | L.HAS_TCELL, 15])
+def test_cuda_lod_step_equals_reference_bitwise(flags):
+    """Against the executable spec itself, independently of the CPU twin (small: the reference is slow)."""
+    import cupy
+
+    from gpusim.fields import cuda_kernels, reference
+
+    rng = np.random.default_rng(9000 + flags)
+    for shape, bname in (((9, 20, 37), "mixed_a"), ((33, 5, 16), "dirichlet")):
+        c, coef, bc_type, bc_value, ins = random_case(rng, shape, flags, bname)
+        bits = (L.HAS_VESSEL, L.HAS_TUMOR, L.HAS_TCELL, L.HAS_SRC)
+        full = [a if flags & bit else None for a, bit in zip(ins, bits)]
+        want = reference.lod_step(c, coef, bc_type, bc_value, *full)
+        c_gpu = cupy.asarray(c)
+        cuda_kernels.lod_step(c_gpu, coef, bc_type, bc_value, *[cupy.asarray(a) for a in ins], flags)
+        assert_bitwise(cupy.asnumpy(c_gpu), want)
+
+
 @pytest.mark.parametrize("bname", list(BOUNDARIES))
 @pytest.mark.parametrize("flags", ALL_FLAGS)
 def test_cuda_lod_step_equals_cpu_twin_bitwise(flags, bname):
@@ -110,7 +137,7 @@ def test_cuda_explicit_step_equals_cpu_twin_bitwise(flags, bname):
 
     rng = np.random.default_rng(7000 + 100 * flags + list(BOUNDARIES).index(bname))
     for shape in (SHAPE, (37, 45, 50)):
-        c, coef, bc_type, bc_value, ins = random_case(rng, shape, flags, bname)
+        c, coef, bc_type, bc_value, ins = random_case(rng, shape, flags, bname, explicit=True)
         want = np.empty_like(c)
         cpu_kernels.explicit_step(c, want, coef, bc_type, bc_value, *ins, flags)
         got = cupy.full(shape, cupy.nan, cupy.float32)

@@ -41,6 +41,8 @@ class SubstratePlan:
         """Change the serum value: vessel supply target and the faces declared ``"serum"``."""
         self.serum = float(value)
         self.coef[L.KV_CS] = self.coef[L.KV] * self.serum
+        rate = self.coef[L.LAM] + self.coef[L.KV]
+        self.coef[L.SG1] = self.coef[L.KV_CS] * self.coef[L.G1] / rate if rate > 0 else 0.0
         for f in self.serum_faces:
             self.bc_value[f] = self.serum
 
@@ -95,7 +97,9 @@ def make_plan(sub, cfg) -> SubstratePlan:
     coef[L.SEC_T] = sub.secretion_per_min.tumor * v_tumor / v_voxel
     coef[L.RD] = sub.D_um2_per_min / dx**2
 
-    fastest = max(coef[L.LAM] + coef[L.VT] / coef[L.KMT] + nc_max * coef[L.VC] / coef[L.KMC], coef[L.KV])
+    # uptake counts only where those cells can exist (a [tumor] / [tcells] section)
+    tumor_rate = coef[L.VT] / coef[L.KMT] if cfg.tumor is not None else 0.0
+    fastest = max(coef[L.LAM] + tumor_rate + nc_max * coef[L.VC] / coef[L.KMC], coef[L.KV])
     if sub.substeps == "auto":
         n_sub = max(1, math.ceil(dt * fastest / ACCURACY - 1e-9))
     else:
@@ -106,14 +110,19 @@ def make_plan(sub, cfg) -> SubstratePlan:
         # stability and positivity: DT * (m*RD + rates) <= 1 (DESIGN.md rule 1's limit, with the
         # Dirichlet ghost's extra weight counted)
         m = _neighbour_weight_max(cfg.grid.nzyx, bc_type)
-        n_sub = max(n_sub, math.ceil(dt * (m * coef[L.RD] + fastest) - 1e-9), 1)
+        limit = m * coef[L.RD] + fastest
+        n_sub = max(n_sub, math.ceil(dt * limit), 1)
+        while dt / n_sub * limit > 1.0:  # ceil's float round-off must never leave DT*limit above 1
+            n_sub += 1
     dt_sub = dt / n_sub
 
     r = sub.D_um2_per_min * dt_sub / dx**2
     coef[L.R] = r
     coef[L.R2] = r + r
-    coef[L.THIRD_DT] = dt_sub / 3.0
     coef[L.DT] = dt_sub
+    # exponential fitting of the constant linear rates (layout.py): exact uniform relaxation
+    coef[L.G0] = math.expm1(coef[L.LAM] * dt_sub)
+    coef[L.G1] = math.expm1((coef[L.LAM] + coef[L.KV]) * dt_sub)
     for m in range(5):
         coef[L.B0 + m] = 1.0 + m * r
 

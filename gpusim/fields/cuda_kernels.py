@@ -77,6 +77,16 @@ def sweep_launch(axis: int, shape, g_global: bool):
     return grid, (LINES, 1, 1), 0 if g_global else g_shared_bytes(axis, shape)
 
 
+def sweep_args(axis: int, c, ins, par, gscratch, shape, flags: int, mask: int, g_global: bool) -> tuple:
+    """The argument tuple of the sweep kernel along ``axis``. Only the x sweep (axis 2) carries the
+    reaction, so only it takes the per-voxel inputs ``ins`` (vessel, n_tumor, n_tcell, src) and ``flags``;
+    the y and z sweeps are pure diffusion: ``(c, par, gscratch, nz, ny, nx, dirichlet_mask, g_global)``."""
+    nz, ny, nx = (np.int32(n) for n in shape)
+    if axis == 2:
+        return (c, *ins, par, gscratch, nz, ny, nx, np.int32(flags), np.int32(mask), np.int32(g_global))
+    return (c, par, gscratch, nz, ny, nx, np.int32(mask), np.int32(g_global))
+
+
 def explicit_launch(shape):
     """``(grid, block)`` of the explicit step."""
     nz, ny, nx = (int(n) for n in shape)
@@ -197,7 +207,8 @@ def _check(a, shape, dtype, name, cupy):
 def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
     """One LOD field step of length dt_f, in place on ``c`` (float32 ``(nz, ny, nx)`` CuPy array, unit).
 
-    Implicit sweeps along x, then y, then z, each with the rates of its own input values.
+    Implicit sweeps along x (with the reaction and the sources of the step's input values, the full
+    dt_f), then y and z (pure diffusion: those kernels take no per-voxel inputs).
     """
     import cupy
 
@@ -210,18 +221,13 @@ def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
     ins = _inputs(c.shape, vessel, n_tumor, n_tcell, src, flags)
     par = _par_on_device(coef, bc_value)
     mask = dirichlet_mask(bc_type.get() if isinstance(bc_type, cupy.ndarray) else bc_type)
-    nz, ny, nx = c.shape
     optin, per_sm = _device_limits()
     for axis in (2, 1, 0):
         g_global = use_global_g(axis, c.shape, optin, per_sm)
         grid, block, shared = sweep_launch(axis, c.shape, g_global)
         gscr = _g_scratch(c.size) if g_global else _dummy(np.float64)
-        _kernel(SWEEP_KERNEL[axis])(
-            grid, block,
-            (c, *ins, par, gscr, np.int32(nz), np.int32(ny), np.int32(nx), np.int32(flags), np.int32(mask),
-             np.int32(g_global)),
-            shared_mem=shared,
-        )
+        _kernel(SWEEP_KERNEL[axis])(grid, block, sweep_args(axis, c, ins, par, gscr, c.shape, flags, mask, g_global),
+                                    shared_mem=shared)
 
 
 def explicit_step(c_in, c_out, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):

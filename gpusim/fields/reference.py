@@ -32,27 +32,45 @@ def voxel_rates(c, coef, vessel=None, n_tumor=None, n_tcell=None, src=None):
     return k, s
 
 
-def _sweep(c, axis, coef, bc_type, bc_value, k, s):
-    """Implicit 1D solve along ``axis`` of every line (Thomas algorithm), returning the new field."""
-    lo, hi = 2 * axis, 2 * axis + 1  # face index (layout.FACES): axis 2 (x) -> faces 4, 5
+def lod_reaction_terms(c, coef, vessel=None, n_tumor=None, n_tcell=None, src=None):
+    """``(diag, rhs)`` the first LOD sweep adds to each row: ``gc + DT*mm`` and ``sc + DT*q`` (float64)."""
+    c = c.astype(F64)
+    zero = np.zeros_like(c)
+    vessel_mask = np.zeros(c.shape, bool) if vessel is None else vessel != 0
+    ntf = zero if n_tumor is None else n_tumor.astype(F64)
+    ncf = zero if n_tcell is None else n_tcell.astype(F64)
+    gc = np.where(vessel_mask, coef[L.G1], coef[L.G0])
+    sc = np.where(vessel_mask, coef[L.SG1], F64(0.0))
+    mm = (ntf * coef[L.VT]) / (coef[L.KMT] + c) + (ncf * coef[L.VC]) / (coef[L.KMC] + c)
+    q = ntf * coef[L.SEC_T] + (zero if src is None else src.astype(F64))
+    return gc + coef[L.DT] * mm, sc + coef[L.DT] * q
+
+
+def _sweep(c, axis, coef, bc_type, bc_value, diag=None, rhs=None):
+    """Implicit 1D solve along ``axis`` of every line (Thomas algorithm), returning the new field.
+
+    ``diag``/``rhs`` (float64, per voxel) are the reaction terms of the first sweep; None for a pure
+    diffusion sweep."""
+    lo, hi = 2 * axis, 2 * axis + 1  # face order z_lo, z_hi, y_lo, y_hi, x_lo, x_hi
     cl = np.moveaxis(c, axis, -1)
-    kl = np.moveaxis(k, axis, -1)
-    sl = np.moveaxis(s, axis, -1)
+    kl = None if diag is None else np.moveaxis(diag, axis, -1)
+    sl = None if rhs is None else np.moveaxis(rhs, axis, -1)
     n = cl.shape[-1]
     R = coef[L.R]
-    td = coef[L.THIRD_DT]
     g = np.empty(cl.shape, F64)
     y32 = np.empty(cl.shape, F32)
     for i in range(n):
         m = (i > 0) + (i < n - 1)
-        d = cl[..., i].astype(F64) + td * sl[..., i]
+        d = cl[..., i].astype(F64)
+        if sl is not None:
+            d = d + sl[..., i]
         if i == 0 and bc_type[lo] == L.BC_DIRICHLET:
             m += 2
             d = d + coef[L.R2] * bc_value[lo]
         if i == n - 1 and bc_type[hi] == L.BC_DIRICHLET:
             m += 2
             d = d + coef[L.R2] * bc_value[hi]
-        b = coef[L.B0 + m] + td * kl[..., i]
+        b = np.full(d.shape, coef[L.B0 + m]) if kl is None else coef[L.B0 + m] + kl[..., i]
         if i == 0:
             w = ONE / b
             y = d * w
@@ -71,12 +89,12 @@ def _sweep(c, axis, coef, bc_type, bc_value, k, s):
 
 
 def lod_step(c, coef, bc_type, bc_value, vessel=None, n_tumor=None, n_tcell=None, src=None):
-    """One LOD field step of length dt_f: implicit sweeps along x, then y, then z."""
+    """One LOD field step of length dt_f: x sweep with the reaction and sources, then y and z diffusion."""
     c = np.asarray(c, dtype=F32)
-    for axis in (2, 1, 0):
-        k, s = voxel_rates(c, coef, vessel, n_tumor, n_tcell, src)
-        c = _sweep(c, axis, coef, bc_type, bc_value, k, s)
-    return c
+    diag, rhs = lod_reaction_terms(c, coef, vessel, n_tumor, n_tcell, src)
+    c = _sweep(c, 2, coef, bc_type, bc_value, diag, rhs)
+    c = _sweep(c, 1, coef, bc_type, bc_value)
+    return _sweep(c, 0, coef, bc_type, bc_value)
 
 
 def _face_terms(c, axis, bc_type, bc_value):
