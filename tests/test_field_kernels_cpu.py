@@ -117,6 +117,20 @@ def test_absent_inputs_are_never_read():
     ck.lod_step(want, coef, bc_type, bc_value, *DUMMY.values(), 0)
     ck.lod_step(got, coef, bc_type, bc_value, *garbage, 0)
     assert_bitwise(got, want)
+    ck.explicit_step(c, want, coef, bc_type, bc_value, *DUMMY.values(), 0)
+    ck.explicit_step(c, got, coef, bc_type, bc_value, *garbage, 0)
+    assert_bitwise(got, want)
+
+
+def test_mismatched_operands_are_refused():
+    """A present per-voxel array of another shape, or an explicit step writing into its own input."""
+    c = np.ones((4, 5, 6), np.float32)
+    coef, bc_type, bc_value = coefficients(np.random.default_rng(0)), np.zeros(6, np.int32), np.zeros(6)
+    with pytest.raises(ValueError):
+        ck.lod_step(c, coef, bc_type, bc_value, np.zeros((4, 5, 5), np.uint8), *list(DUMMY.values())[1:],
+                    L.HAS_VESSEL)
+    with pytest.raises(ValueError):
+        ck.explicit_step(c, c, coef, bc_type, bc_value, *DUMMY.values(), 0)
 
 
 SCRIPT = """
