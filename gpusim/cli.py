@@ -102,11 +102,17 @@ def _cmd_run(args, console: Console) -> int:
     else:
         minutes = cfg.time.duration_min
     summary = sim.run(minutes=minutes, progress=not args.no_progress)
-    table = Table("field", "unit", "mean", "min", "max",
+    table = Table("field", "unit", "mean", "min", "max", "peak max (at min)",
                   title=f"{summary.minutes:g} simulated min in {summary.steps} steps, "
                         f"{summary.wall_s:.1f} s wall ({summary.steps_per_s:.1f} steps/s)")
+    ts = sim.timeseries
     for name, st in summary.fields.items():
-        table.add_row(name, st["unit"], f"{st['mean']:.4g}", f"{st['min']:.4g}", f"{st['max']:.4g}")
+        peak = "-"
+        series = ts.get(f"{name}_max_{st['unit']}")
+        if series is not None and len(series):
+            i = int(series.argmax())
+            peak = f"{series[i]:.4g} ({ts['time_min'][i]:g})"
+        table.add_row(name, st["unit"], f"{st['mean']:.4g}", f"{st['min']:.4g}", f"{st['max']:.4g}", peak)
     console.print(table)
     return 0
 
