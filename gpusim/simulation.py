@@ -58,6 +58,11 @@ def _as_config(config) -> tuple[Config, Path | None]:
     raise ConfigError.single("config", type(config).__name__, "give a gpusim.Config, a dict or a TOML path", "<argument>")
 
 
+def field_summary(reduce, c, n_voxels: int) -> dict:
+    """Mean (fixed-order float64 sum / voxels), min and max of one field."""
+    return {"mean": reduce.fixed_order_sum(c) / n_voxels, "min": float(c.min()), "max": float(c.max())}
+
+
 class Recorder:
     """Operation, last in a step: appends the timeseries row and stops the run on NaN/Inf."""
 
@@ -76,16 +81,15 @@ class Recorder:
         self.columns["time_min"].append(t_end)
         for name, plan in sim.field_update.plans.items():
             c = st.fields[name]
-            total = self._reduce.fixed_order_sum(c)
-            if not math.isfinite(total):
+            stats = field_summary(self._reduce, c, st.n_voxels)
+            if not math.isfinite(stats["mean"]):
                 where = self._reduce.first_nonfinite(c)
                 raise FieldNotFiniteError(
                     f"field {name!r} became non-finite at voxel (z, y, x) = {where} during the step "
                     f"ending at t = {t_end:g} min; check its rates and substeps (`gpusim info`)"
                 )
-            self.columns[f"{name}_mean_{plan.unit}"].append(total / st.n_voxels)
-            self.columns[f"{name}_min_{plan.unit}"].append(float(c.min()))
-            self.columns[f"{name}_max_{plan.unit}"].append(float(c.max()))
+            for stat, value in stats.items():
+                self.columns[f"{name}_{stat}_{plan.unit}"].append(value)
 
 
 class Simulation:
@@ -200,16 +204,10 @@ class Simulation:
     def field_stats(self) -> dict:
         """Current mean/min/max of each field (fixed-order mean)."""
         red = self.backend.kernels("reduce")
-        out = {}
-        for name, plan in self.field_update.plans.items():
-            c = self.state.fields[name]
-            out[name] = {
-                "unit": plan.unit,
-                "mean": red.fixed_order_sum(c) / self.state.n_voxels,
-                "min": float(c.min()),
-                "max": float(c.max()),
-            }
-        return out
+        return {
+            name: {"unit": plan.unit, **field_summary(red, self.state.fields[name], self.state.n_voxels)}
+            for name, plan in self.field_update.plans.items()
+        }
 
     def info(self) -> list[str]:
         """Lines describing device, memory estimate and each substrate's method and sub-steps."""
