@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 from gpusim import kernelsrc
 from gpusim.fields import cuda_kernels as ck
 from gpusim.fields import layout as L
+from gpusim.fields.coefficients import derive
 from gpusim.fields import reference as ref
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,17 +168,13 @@ def random_coef(rng, dt):
     the fitted G0, G1, SG1 that fields.coefficients derives from them."""
     coef = np.zeros(L.NCOEF)
     r = rng.uniform(0.05, 3.0)
-    coef[L.R], coef[L.R2], coef[L.DT] = r, r + r, dt
+    coef[L.R], coef[L.DT] = r, dt
     coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
     coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
     coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
-    rate = coef[L.LAM] + coef[L.KV]
-    coef[L.G0] = math.expm1(coef[L.LAM] * dt)
-    coef[L.G1] = math.expm1(rate * dt)
-    coef[L.SG1] = coef[L.KV_CS] * coef[L.G1] / rate if rate > 0 else 0.0
-    coef[L.B0:L.B0 + 5] = 1.0 + np.arange(5) * r
+    derive(coef)  # R2, B0.., G0, G1, SG1 exactly as the engine derives them
     return coef
 
 

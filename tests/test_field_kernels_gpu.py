@@ -8,12 +8,12 @@ also compare a step with the NumPy reference. Skipped only where CuPy sees no CU
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 
 from gpusim.fields import layout as L
+from gpusim.fields.coefficients import derive
 
 
 def _cuda_devices() -> int:
@@ -47,17 +47,13 @@ def random_case(rng, shape, flags, bname, explicit=False):
     coef = np.zeros(L.NCOEF)
     r = rng.uniform(0.05, 3.0)
     dt = rng.uniform(0.001, 0.03) if explicit else rng.uniform(0.01, 0.5)
-    coef[L.R], coef[L.R2], coef[L.DT] = r, r + r, dt
+    coef[L.R], coef[L.DT] = r, dt
     coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
     coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
     coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
     coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
-    rate = coef[L.LAM] + coef[L.KV]
-    coef[L.G0] = math.expm1(coef[L.LAM] * dt)
-    coef[L.G1] = math.expm1(rate * dt)
-    coef[L.SG1] = coef[L.KV_CS] * coef[L.G1] / rate if rate > 0 else 0.0
-    coef[L.B0:L.B0 + 5] = 1.0 + np.arange(5) * r
+    derive(coef)  # R2, B0.., G0, G1, SG1 exactly as the engine derives them
     c = rng.uniform(0.0, 2.0, shape).astype(np.float32)
     one = (1, 1, 1)
     ins = (

@@ -41,8 +41,7 @@ class SubstratePlan:
         """Change the serum value: vessel supply target and the faces declared ``"serum"``."""
         self.serum = float(value)
         self.coef[L.KV_CS] = self.coef[L.KV] * self.serum
-        rate = self.coef[L.LAM] + self.coef[L.KV]
-        self.coef[L.SG1] = self.coef[L.KV_CS] * self.coef[L.G1] / rate if rate > 0 else 0.0
+        derive(self.coef)
         for f in self.serum_faces:
             self.bc_value[f] = self.serum
 
@@ -50,6 +49,20 @@ class SubstratePlan:
         if self.method == "steady":
             return f"{self.name}: steady (coupled implicit solve every {self.update_every_min:g} min)"
         return f"{self.name}: {self.method}, n_sub = {self.n_sub} (dt_f = {self.dt_sub_min:.4g} min)"
+
+
+def derive(coef: np.ndarray) -> np.ndarray:
+    """Fill the slots that follow from the base ones (R, DT, LAM, KV, KV_CS): R2, B0..B0+4 and the
+    exponentially fitted G0, G1, SG1 (layout.py). In place; returns ``coef``."""
+    r, dt = coef[L.R], coef[L.DT]
+    coef[L.R2] = r + r
+    for m in range(5):
+        coef[L.B0 + m] = 1.0 + m * r
+    rate = coef[L.LAM] + coef[L.KV]
+    coef[L.G0] = math.expm1(coef[L.LAM] * dt)
+    coef[L.G1] = math.expm1(rate * dt)
+    coef[L.SG1] = coef[L.KV_CS] * coef[L.G1] / rate if rate > 0 else 0.0
+    return coef
 
 
 def _neighbour_weight_max(shape, bc_type) -> int:
@@ -116,15 +129,8 @@ def make_plan(sub, cfg) -> SubstratePlan:
             n_sub += 1
     dt_sub = dt / n_sub
 
-    r = sub.D_um2_per_min * dt_sub / dx**2
-    coef[L.R] = r
-    coef[L.R2] = r + r
+    coef[L.R] = sub.D_um2_per_min * dt_sub / dx**2
     coef[L.DT] = dt_sub
-    # exponential fitting of the constant linear rates (layout.py): exact uniform relaxation
-    coef[L.G0] = math.expm1(coef[L.LAM] * dt_sub)
-    coef[L.G1] = math.expm1((coef[L.LAM] + coef[L.KV]) * dt_sub)
-    for m in range(5):
-        coef[L.B0 + m] = 1.0 + m * r
 
     plan = SubstratePlan(
         name=sub.name,
