@@ -52,16 +52,10 @@ class Schedule:
         self._state = state
 
     def mask(self, ev) -> np.ndarray:
-        """Host bool mask of the event's region (a sphere, or the tumour's LIVE voxels)."""
-        if getattr(ev, "region", "sphere") == "tumor":
-            return self._state_host_tumor() > 0
+        """Host bool mask of the event's sphere (computed once per event)."""
         if ev.name not in self._masks:
             self._masks[ev.name] = self._state.sphere_mask(ev.center_um, ev.radius_um)
         return self._masks[ev.name]
-
-    def _state_host_tumor(self):
-        a = self._state.n_tumor
-        return a.get() if hasattr(a, "get") else np.asarray(a)
 
     def serum(self, t: float) -> dict:
         """Serum value of every substrate at time ``t`` (later events in the list win)."""
@@ -111,8 +105,8 @@ class Schedule:
         return tuple(ev.name for ev in self.events if ev.type == "implant" and active_start(ev, t) is not None)
 
     def holds(self, t: float) -> list:
-        """(substrate, host mask, value) of every hold active at ``t``."""
-        return [(ev.substrate, self.mask(ev), float(ev.value)) for ev in self.events if ev.type == "hold" and active_start(ev, t) is not None]
+        """Hold events active at ``t`` (their region: ``ev.region``, a sphere via :meth:`mask`)."""
+        return [ev for ev in self.events if ev.type == "hold" and active_start(ev, t) is not None]
 
 
 class ApplyEvents:

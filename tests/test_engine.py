@@ -198,3 +198,15 @@ def test_config_json_round_trip_through_a_simulation():
     again = gpusim.Config.from_json(cfg.to_json())
     assert again == cfg
     assert json.loads(cfg.to_json())["substrates"][0]["name"] == "mg"
+
+
+def test_hold_on_the_tumor_region_clamps_exactly_the_live_tumour_voxels():
+    cfg = small_cfg(tumor={"initial_radius_um": 40.0},
+                    events=[{"name": "h", "type": "hold", "time_min": 0, "substrate": "mg",
+                             "region": "tumor", "value": 0.9}])
+    sim = gpusim.Simulation(cfg)
+    sim.run(minutes=3, progress=False)
+    live = sim.state.n_tumor > 0
+    c = sim.field_host("mg")
+    assert live.sum() > 0
+    assert np.all(c[live] == np.float32(0.9)) and np.all(c[~live] < 0.9)

@@ -98,10 +98,15 @@ class FieldUpdate:
             self._scratch = c
 
     def _apply_holds(self, sim, name):
-        for substrate, mask, value in sim.schedule.holds(sim.state.time_min):
-            if substrate != name:
+        """Clamp the regions of active holds on ``name``: the tumour's LIVE voxels (read on the device
+        each step, as the tumour changes) or a sphere (uploaded once)."""
+        for ev in sim.schedule.holds(sim.state.time_min):
+            if ev.substrate != name:
                 continue
-            key = (substrate, id(mask))
-            if key not in self._hold_masks:
-                self._hold_masks[key] = self.backend.asarray(mask)
-            sim.state.fields[name][self._hold_masks[key]] = np.float32(value)
+            if ev.region == "tumor":
+                mask = sim.state.n_tumor > 0
+            else:
+                if ev.name not in self._hold_masks:
+                    self._hold_masks[ev.name] = self.backend.asarray(sim.schedule.mask(ev))
+                mask = self._hold_masks[ev.name]
+            sim.state.fields[name][mask] = np.float32(ev.value)
