@@ -75,14 +75,26 @@ _KERNEL_MODULES = {
 }
 
 
-def _cpu_backend(reason: str) -> Backend:
-    total = free = 0
+def _available_host_bytes() -> int:
+    """MemAvailable (free memory plus reclaimable page cache) on Linux; 0 (unknown) elsewhere."""
     try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = os.sysconf("SC_PHYS_PAGES") * page
-        free = os.sysconf("SC_AVPHYS_PAGES") * page
-    except (ValueError, OSError, AttributeError):  # not Linux: no estimate, no refusal
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
         pass
+    return 0
+
+
+def _cpu_backend(reason: str) -> Backend:
+    total = 0
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no total
+        pass
+    # free pages alone would count the page cache as used and refuse runs that fit
+    free = _available_host_bytes()
     import numba
 
     name = f"CPU ({os.cpu_count()} cores, {numba.get_num_threads()} numba threads)"
