@@ -24,6 +24,17 @@ __device__ __forceinline__ i64 at(int z, int y, int x, int ny, int nx) {
     return ((i64)z * ny + y) * nx + x;
 }
 
+// One thread per voxel of an (nz, ny, nx) grid: its linear index and (z, y, x); false past the end.
+__device__ __forceinline__ bool thread_voxel(int nz, int ny, int nx, i64* i, int* z, int* y, int* x) {
+    *i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (*i >= (i64)nz * ny * nx) return false;
+    *x = (int)(*i % nx);
+    i64 line = *i / nx;
+    *y = (int)(line % ny);
+    *z = (int)(line / ny);
+    return true;
+}
+
 __device__ __forceinline__ double rate_k(double vf, double ntf, double ncf, double c, const double* coef) {
     return ((coef[C_LAM] + vf * coef[C_KV]) + (ntf * coef[C_VT]) / (coef[C_KMT] + c)) +
            (ncf * coef[C_VC]) / (coef[C_KMC] + c);
@@ -93,13 +104,9 @@ extern "C" __global__ void mg_rates(const double* __restrict__ u, const double* 
                                     const unsigned char* __restrict__ n_tcell, const float* __restrict__ src,
                                     int flags, int newton, double* __restrict__ k, double* __restrict__ b,
                                     int nz, int ny, int nx) {
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    i64 n = (i64)nz * ny * nx;
-    if (i >= n) return;
-    int x = (int)(i % nx);
-    i64 line = i / nx;
-    int y = (int)(line % ny);
-    int z = (int)(line / ny);
+    i64 i;
+    int z, y, x;
+    if (!thread_voxel(nz, ny, nx, &i, &z, &y, &x)) return;
     double c = u[i];
     if (c < 0.0) c = 0.0;
     double vf = (flags & F_VESSEL) ? (double)vessel[i] : 0.0;
@@ -144,13 +151,9 @@ extern "C" __global__ void mg_restrict(const double* __restrict__ u, const doubl
                                        const int* __restrict__ cz, const int* __restrict__ cy,
                                        const int* __restrict__ cx, double vol, double kcap, int nzf,
                                        int nyf, int nxf, int nz, int ny, int nx) {
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    i64 n = (i64)nz * ny * nx;
-    if (i >= n) return;
-    int xc = (int)(i % nx);
-    i64 line = i / nx;
-    int yc = (int)(line % ny);
-    int zc = (int)(line / ny);
+    i64 i;
+    int zc, yc, xc;
+    if (!thread_voxel(nz, ny, nx, &i, &zc, &yc, &xc)) return;
     double rs = 0.0;
     double ks = 0.0;
     double cnt = 0.0;
@@ -176,13 +179,9 @@ extern "C" __global__ void mg_prolong_add(const double* __restrict__ uc, double*
                                           const int* __restrict__ py, const double* __restrict__ wy,
                                           const int* __restrict__ px, const double* __restrict__ wx,
                                           int nzc, int nyc, int nxc, int nz, int ny, int nx) {
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    i64 n = (i64)nz * ny * nx;
-    if (i >= n) return;
-    int x = (int)(i % nx);
-    i64 line = i / nx;
-    int y = (int)(line % ny);
-    int z = (int)(line / ny);
+    i64 i;
+    int z, y, x;
+    if (!thread_voxel(nz, ny, nx, &i, &z, &y, &x)) return;
     int iz = pz[2 * z], jz = pz[2 * z + 1];
     int iy = py[2 * y], jy = py[2 * y + 1];
     int ix = px[2 * x], jx = px[2 * x + 1];
@@ -260,13 +259,9 @@ extern "C" __global__ void mg_clamp_change(double* __restrict__ u, double* __res
 extern "C" __global__ void mg_residual_abs(const double* __restrict__ u, const double* __restrict__ b,
                                            const double* __restrict__ k, double rz, double ry, double rx,
                                            int dmask, double* __restrict__ r, int nz, int ny, int nx) {
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    i64 n = (i64)nz * ny * nx;
-    if (i >= n) return;
-    int x = (int)(i % nx);
-    i64 line = i / nx;
-    int y = (int)(line % ny);
-    int z = (int)(line / ny);
+    i64 i;
+    int z, y, x;
+    if (!thread_voxel(nz, ny, nx, &i, &z, &y, &x)) return;
     double off, w;
     stencil(u, z, y, x, nz, ny, nx, rz, ry, rx, dmask, &off, &w);
     r[i] = fabs((b[i] + off) - (k[i] + w) * u[i]);
