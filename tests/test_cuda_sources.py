@@ -25,8 +25,8 @@ import pytest
 from gpusim import kernelsrc
 from gpusim.fields import cuda_kernels as ck
 from gpusim.fields import layout as L
-from gpusim.fields.coefficients import derive
 from gpusim.fields import reference as ref
+from field_cases import random_coef
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_FILES = sorted(p.name for p in (REPO / "kernels").glob("*.cu"))
@@ -161,21 +161,6 @@ def test_host_lod_reaction_terms_equal_reference_in_float64(lib):
         d_ref, r_ref = ref.lod_reaction_terms(c, coef, ins["vessel"], ins["n_tumor"], ins["n_tcell"], ins["src"])
         assert np.array_equal(diag.view(np.uint64), d_ref.view(np.uint64)), flags
         assert np.array_equal(rhs.view(np.uint64), r_ref.view(np.uint64)), flags
-
-
-def random_coef(rng, dt):
-    """Plausible random coefficients (positive rates, Km > 0) for a field step of length ``dt``, with
-    the fitted G0, G1, SG1 that fields.coefficients derives from them."""
-    coef = np.zeros(L.NCOEF)
-    r = rng.uniform(0.05, 3.0)
-    coef[L.R], coef[L.DT] = r, dt
-    coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
-    coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
-    coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
-    derive(coef)  # R2, B0.., G0, G1, SG1 exactly as the engine derives them
-    return coef
 
 
 def random_case(rng, shape, flags, explicit=False):

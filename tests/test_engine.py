@@ -9,7 +9,7 @@ import pytest
 
 import gpusim
 from gpusim import vessels
-from gpusim.backend import BackendError, check_memory, select_backend
+from gpusim.backend import BackendError, check_memory, cuda_status, select_backend
 from gpusim.cli import main
 from gpusim.events import UMOL_PER_UM3
 
@@ -136,11 +136,8 @@ def test_nonfinite_field_stops_the_run_naming_field_voxel_and_time():
         sim.step()
 
 
+@pytest.mark.skipif(cuda_status()[0], reason="a usable CUDA GPU is present: this checks the no-GPU path")
 def test_cuda_backend_without_a_gpu_is_a_clear_error():
-    from gpusim.backend import cuda_status
-
-    if cuda_status()[0]:
-        pytest.skip("a GPU is present")
     with pytest.raises(BackendError, match="--backend cpu"):
         select_backend("cuda")
     assert select_backend("auto").name == "cpu"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpusim.fields import layout as L
-from gpusim.fields.coefficients import derive
+from field_cases import random_coef
 
 
 def _cuda_devices() -> int:
@@ -44,16 +44,7 @@ ALL_FLAGS = list(range(16))
 def random_case(rng, shape, flags, bname, explicit=False):
     """Plausible coefficients (DT an explicit sub-step or an LOD field step, with the fitted G0, G1, SG1
     of fields.coefficients) and inputs; inputs whose flag is off are 1x1x1 stand-ins (never read)."""
-    coef = np.zeros(L.NCOEF)
-    r = rng.uniform(0.05, 3.0)
-    dt = rng.uniform(0.001, 0.03) if explicit else rng.uniform(0.01, 0.5)
-    coef[L.R], coef[L.DT] = r, dt
-    coef[L.LAM], coef[L.KV] = rng.uniform(0.0, 0.5), rng.uniform(0.0, 3.0)
-    coef[L.KV_CS] = coef[L.KV] * rng.uniform(0.1, 2.0)
-    coef[L.VT], coef[L.KMT] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.VC], coef[L.KMC] = rng.uniform(0.0, 5.0), rng.uniform(0.05, 1.0)
-    coef[L.SEC_T], coef[L.RD] = rng.uniform(0.0, 1.0), rng.uniform(0.1, 10.0)
-    derive(coef)  # R2, B0.., G0, G1, SG1 exactly as the engine derives them
+    coef = random_coef(rng, rng.uniform(0.001, 0.03) if explicit else rng.uniform(0.01, 0.5))
     c = rng.uniform(0.0, 2.0, shape).astype(np.float32)
     one = (1, 1, 1)
     ins = (
