@@ -11,6 +11,8 @@ the CPU (numba), with the same arithmetic on both. Start with::
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .agents.rules import TumorState
+from .agents.tcell_store import TCellState
 from .config import Config, ConfigError
 from .scenarios import scenario_config
 from .simulation import FieldNotFiniteError, RunSummary, Simulation
@@ -20,4 +22,5 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Config", "ConfigError", "FieldNotFiniteError", "RunSummary", "Simulation", "scenario_config", "__version__"]
+__all__ = ["Config", "ConfigError", "FieldNotFiniteError", "RunSummary", "Simulation", "TCellState", "TumorState",
+           "scenario_config", "__version__"]

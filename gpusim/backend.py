@@ -37,7 +37,7 @@ class Backend:
         return self.name == "cuda"
 
     def kernels(self, family: str):
-        """The kernel module of ``family`` ("fields", "mg", "reduce") for this device.
+        """The kernel module of ``family`` ("fields", "mg", "reduce", "agents") for this device.
 
         CPU: ``gpusim.fields.cpu_kernels`` etc. (numba); CUDA: the CuPy twins with the same signatures.
         """
@@ -72,6 +72,7 @@ _KERNEL_MODULES = {
     "fields": {"cpu": "gpusim.fields.cpu_kernels", "cuda": "gpusim.fields.cuda_kernels"},
     "mg": {"cpu": "gpusim.fields.mg_cpu", "cuda": "gpusim.fields.mg_cuda"},
     "reduce": {"cpu": "gpusim.reduce", "cuda": "gpusim.reduce_cuda"},
+    "agents": {"cpu": "gpusim.agents.cpu_loops", "cuda": "gpusim.agents.cuda_loops"},
 }
 
 

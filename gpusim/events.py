@@ -1,4 +1,5 @@
-"""The therapy schedule (DESIGN.md rule 7): serum set/ramp, bolus, implant and hold, each may repeat.
+"""The therapy schedule (DESIGN.md rule 7): serum set/ramp, bolus, implant, hold and T-cell infusion
+(placed by the cell operation), each may repeat.
 
 Times are in minutes. Step ``n`` covers ``[n*dt, (n+1)*dt)``; events are evaluated at its start:
 an occurrence at ``t_j`` fires (bolus) in the step that contains it, and timed events are active in
@@ -80,6 +81,16 @@ class Schedule:
             for ev in self.events
             if ev.type == "bolus"
             for tj in occurrences(ev)
+            if step_of(tj, self.dt) == step
+        ]
+
+    def infusions_due(self, step: int) -> list:
+        """(event index, occurrence number, event) of every T-cell infusion due in step ``step``."""
+        return [
+            (i, j, ev)
+            for i, ev in enumerate(self.events)
+            if ev.type == "tcell_infusion"
+            for j, tj in enumerate(occurrences(ev))
             if step_of(tj, self.dt) == step
         ]
 

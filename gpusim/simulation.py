@@ -24,7 +24,10 @@ from .backend import check_memory, select_backend
 from .config import Config, ConfigError
 from .events import ApplyEvents, Schedule
 from .fields.solver import FieldUpdate
-from .vessels import build_mask
+from .agents.cells import CellStep
+from .agents.rules import LIVE, TumorState
+from .agents.tcell_store import TCellState
+from .vessels import build_mask, vessel_density_inside
 
 log = logging.getLogger("gpusim")
 
@@ -41,6 +44,7 @@ class RunSummary:
     steps: int
     wall_s: float
     fields: dict  # name -> {"unit", "mean", "min", "max"}
+    cells: dict = None  # the last timeseries row of the cell columns (tumour_live, tcells, kills, ...)
 
     @property
     def steps_per_s(self) -> float:
@@ -71,6 +75,9 @@ class Recorder:
     def __init__(self, sim):
         self._reduce = sim.backend.kernels("reduce")
         self.columns = {"time_min": []}
+        if sim.cells is not None:
+            for name in sim.cells.columns(sim):
+                self.columns[name] = []
         for name, plan in sim.field_update.plans.items():
             for stat in ("mean", "min", "max"):
                 self.columns[f"{name}_{stat}_{plan.unit}"] = []
@@ -90,6 +97,9 @@ class Recorder:
                 )
             for stat, value in stats.items():
                 self.columns[f"{name}_{stat}_{plan.unit}"].append(value)
+        if sim.cells is not None:
+            for name, value in sim.cells.columns(sim).items():
+                self.columns[name].append(value)
 
 
 class Simulation:
@@ -105,12 +115,14 @@ class Simulation:
             overrides["seed"] = seed
         if overrides:
             cfg = cfg.with_overrides(overrides)
-        for ev in cfg.events:
-            if ev.type == "tcell_infusion":
-                raise ConfigError.single(
-                    f"events.{ev.name}.type", ev.type,
-                    "needs the T-cell model, which this version of gpusim does not have yet; remove the event",
-                )
+        if cfg.tcells is None:
+            for ev in cfg.events:
+                if ev.type == "tcell_infusion":
+                    raise ConfigError.single(
+                        f"events.{ev.name}.type", ev.type,
+                        "infuses T cells, but the config has no [tcells] section; add one (its defaults are "
+                        "the T-cell model) or remove the event",
+                    )
         self.config = cfg
         self.backend = select_backend(cfg.backend)
         check_memory(self.backend, state_mod.estimate_bytes(cfg), f"a {'x'.join(map(str, cfg.grid.nzyx))} run")
@@ -118,9 +130,16 @@ class Simulation:
         self.state = self._allocate(cfg, base_dir)
         self.schedule = Schedule(cfg, self.state)
         self.field_update = FieldUpdate(cfg, self.backend)
-        self.operations = [ApplyEvents(), self.field_update]
+        self.operations = [ApplyEvents()]
+        self.cells = None
+        if self.state.tumor is not None:
+            self.cells = CellStep(self)
+            self.operations.append(self.cells)
+        self.operations.append(self.field_update)
         self.recorder = Recorder(self)
         self.operations.append(self.recorder)
+        if self.cells is not None:
+            self.cells.place_initial(self)
         if cfg.init == "steady":
             self._init_steady()
 
@@ -132,12 +151,24 @@ class Simulation:
         st = state_mod.State(shape=shape, dx_um=float(cfg.grid.dx_um), fields=fields)
         if cfg.vessels is not None:
             st.vessel = self.backend.asarray(build_mask(cfg.vessels, shape, st.dx_um, cfg.seed, base_dir))
-        if cfg.tumor is not None:
-            center = cfg.tumor.center_um or tuple(n * st.dx_um / 2 for n in shape)
-            sphere = st.sphere_mask(center, cfg.tumor.initial_radius_um).astype(np.uint8)
-            if st.vessel is not None:  # one occupant per voxel: vessels are not tumour sites
-                sphere[self.backend.to_host(st.vessel) > 0] = 0
+        if cfg.tumor is not None or cfg.tcells is not None:
+            sphere = np.zeros(shape, np.uint8)
+            if cfg.tumor is not None:
+                center = cfg.tumor.center_um or tuple(n * st.dx_um / 2 for n in shape)
+                inside = st.sphere_mask(center, cfg.tumor.initial_radius_um)
+                if cfg.vessels is not None and cfg.vessels.tumor_voxel_fraction is not None:
+                    st.vessel = self.backend.asarray(
+                        vessel_density_inside(self.backend.to_host(st.vessel), inside, cfg.vessels, cfg.seed))
+                sphere = inside.astype(np.uint8)
+                if st.vessel is not None:  # one occupant per voxel: vessels are not tumour sites
+                    sphere[self.backend.to_host(st.vessel) > 0] = 0
             st.n_tumor = self.backend.asarray(sphere)
+            st.tumor = self.backend.asarray(sphere * np.uint8(LIVE))
+            st.damage = xp.zeros(shape, dtype=xp.uint8)
+            st.last_hit = xp.zeros(shape, dtype=xp.int32)
+            st.since = xp.zeros(shape, dtype=xp.int32)
+            st.tumor_event = xp.zeros(shape, dtype=xp.uint8)
+            st.div_dir = xp.full(shape, -1, dtype=xp.int8)
         if cfg.tcells is not None:
             st.n_tcell = xp.zeros(shape, dtype=xp.uint8)
         return st
@@ -174,6 +205,35 @@ class Simulation:
         """Per-step scalars as equal-length 1D NumPy arrays (``pandas.DataFrame(sim.timeseries)`` works)."""
         return {k: np.asarray(v) for k, v in self.recorder.columns.items()}
 
+    @property
+    def tcells(self):
+        """The live T-cell store (:class:`~gpusim.agents.tcell_store.TCellStore`; device arrays), or
+        None without a [tcells] or [tumor] section. Rows with state DEAD are removed at the next step."""
+        return None if self.cells is None else self.cells.store
+
+    def tcell_snapshot(self) -> dict:
+        """Host arrays of the living T cells: ``uid`` (uint64), ``position_um`` (N x 3, z y x, µm),
+        ``state`` (uint8, :class:`TCellState`), ``lfa1`` (A, fraction), ``kills`` (uint16),
+        ``function`` (1 - E), ``target`` (global voxel of an engaged cell's target, -1 otherwise)."""
+        empty = {"uid": np.zeros(0, np.uint64), "position_um": np.zeros((0, 3), np.float32),
+                 "state": np.zeros(0, np.uint8), "lfa1": np.zeros(0, np.float32),
+                 "kills": np.zeros(0, np.uint16), "function": np.zeros(0, np.float32),
+                 "target": np.zeros(0, np.int64)}
+        if self.cells is None:
+            return empty
+        h = self.cells.store.to_host()
+        keep = h["state"] != np.uint8(TCellState.DEAD)
+        target = np.where(h["state"] == np.uint8(TCellState.ENGAGED), h["target"], -1)
+        return {"uid": h["uid"][keep], "position_um": h["pos_um"][keep], "state": h["state"][keep],
+                "lfa1": h["lfa1"][keep], "kills": h["kills"][keep], "function": h["function"][keep],
+                "target": target[keep]}
+
+    def tumor_state(self) -> np.ndarray:
+        """Host copy of the tumour lattice, uint8 (z, y, x), codes :class:`TumorState`."""
+        if self.state.tumor is None:
+            return np.zeros(self.state.shape, np.uint8)
+        return self.backend.to_host(self.state.tumor)
+
     def step(self) -> None:
         """Advance one step of ``time.dt_min``: every operation in order, then the clock."""
         for op in self.operations:
@@ -199,7 +259,8 @@ class Simulation:
                 self.step()
         self.backend.synchronize()
         wall = time.perf_counter() - t0
-        return RunSummary(n_steps * self.dt_min, n_steps, wall, self.field_stats())
+        cells = self.cells.columns(self) if self.cells is not None else None
+        return RunSummary(n_steps * self.dt_min, n_steps, wall, self.field_stats(), cells)
 
     def field_stats(self) -> dict:
         """Current mean/min/max of each field (fixed-order mean)."""

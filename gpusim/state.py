@@ -14,16 +14,21 @@ import numpy as np
 # float64 scratch of the steady (multigrid) solver per voxel: iterate, right side, diagonal, residual,
 # with the coarse levels adding 1/7 more.
 _STEADY_BYTES_PER_VOXEL = 4 * 8 * 8 / 7
+# uint8 state, damage, event; int8 division proposal; int32 last-hit and state clocks
+_LATTICE_BYTES = 1 + 1 + 1 + 1 + 4 + 4
 
 
 def bytes_per_voxel(cfg) -> dict:
     """Bytes per voxel of each kind of array a run of ``cfg`` allocates (a memory estimate)."""
     subs = cfg.substrates
+    cells = cfg.tumor is not None or cfg.tcells is not None
     parts = {
         "fields (float32)": 4.0 * len(subs),
         "vessel mask (uint8)": 1.0 if cfg.vessels is not None else 0.0,
-        "tumour counts (uint8)": 1.0 if cfg.tumor is not None else 0.0,
+        "tumour counts (uint8)": 1.0 if cells else 0.0,
         "T-cell counts (uint8)": 1.0 if cfg.tcells is not None else 0.0,
+        "tumour lattice (state, damage, clocks, events)": _LATTICE_BYTES if cells else 0.0,
+        "T-cell index (counts, offsets)": 12.0 if cells else 0.0,
     }
     implants = {e.substrate for e in cfg.events if e.type == "implant"}
     parts["implant sources (float32)"] = 4.0 * len(implants)
@@ -35,9 +40,16 @@ def bytes_per_voxel(cfg) -> dict:
 
 
 def estimate_bytes(cfg) -> int:
-    """Total bytes a run of ``cfg`` allocates on its device (voxel arrays; agents come later)."""
+    """Total bytes a run of ``cfg`` allocates on its device: voxel arrays, plus the T-cell store at
+    twice the initial and infused count (its geometric growth headroom)."""
+    from gpusim.agents.tcell_store import bytes_per_tcell
+
     nz, ny, nx = cfg.grid.nzyx
-    return int(sum(bytes_per_voxel(cfg).values()) * nz * ny * nx)
+    total = sum(bytes_per_voxel(cfg).values()) * nz * ny * nx
+    if cfg.tcells is not None:
+        n = cfg.tcells.initial_count + sum(e.count * e.repeat_count for e in cfg.events if e.type == "tcell_infusion")
+        total += 2 * max(n, 1024) * bytes_per_tcell()
+    return int(total)
 
 
 @dataclass
@@ -50,6 +62,13 @@ class State:
     vessel: object = None  # uint8 (z, y, x) or None
     n_tumor: object = None  # uint8 LIVE tumour cells per voxel, or None
     n_tcell: object = None  # uint8 T cells per voxel, or None
+    # the tumour lattice (with a [tumor] or [tcells] section; see gpusim.agents.rules for the codes)
+    tumor: object = None  # uint8 state: EMPTY, LIVE, DEAD, NECROTIC
+    damage: object = None  # uint8 hits received (reversible)
+    last_hit: object = None  # int32 step of the last hit (or of the last repair)
+    since: object = None  # int32 step the current state began (clearance clock)
+    tumor_event: object = None  # uint8 what happened this step (rules.EV_* bits)
+    div_dir: object = None  # int8 scratch: this step's division proposal (neighbour code or -1)
     sources: dict = field(default_factory=dict)  # substrate -> float32 source (unit/min) or None
     step: int = 0
     time_min: float = 0.0

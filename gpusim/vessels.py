@@ -103,3 +103,24 @@ def build_mask(vessels_cfg, shape, dx_um: float, seed: int, base_dir: Path | Non
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return load_mask(path, shape)
+
+
+def vessel_density_inside(mask: np.ndarray, inside: np.ndarray, vessels_cfg, seed: int) -> np.ndarray:
+    """The mask with its density inside the initial tumour (``inside``) set to
+    ``vessels.tumor_voxel_fraction``: vessel voxels there are kept, or empty ones added, by a Philox
+    uniform per voxel (setup stream, so the result depends only on the seed)."""
+    target = float(vessels_cfg.tumor_fraction)
+    flat = mask.reshape(-1).copy()
+    region = inside.reshape(-1)
+    n_in = int(region.sum())
+    if n_in == 0:
+        return mask
+    now = float(flat[region].sum()) / n_in
+    u = rng.philox_uniform_voxels(seed, rng.STREAM_SETUP, 1, rng.PURPOSE_VESSEL, flat.size)
+    if target < now:  # thin: keep each vessel voxel with probability target/now
+        drop = region & (flat > 0) & (u >= np.float32(target / now))
+        flat[drop] = 0
+    elif target > now:  # add: each empty voxel becomes a vessel with probability (target-now)/(1-now)
+        add = region & (flat == 0) & (u < np.float32((target - now) / (1.0 - now)))
+        flat[add] = 1
+    return flat.reshape(mask.shape)

@@ -10,7 +10,7 @@ import pytest
 from gpusim import rng
 from gpusim.agents.spatial_index import sort_by_voxel_uid, voxel_of, write_counts
 from gpusim.agents.tcell_store import (
-    COLUMNS, STREAM_UIDS, UID_KIND_DAUGHTER, UID_KIND_INFUSED, UID_KIND_RECRUITED, TCellState,
+    COLUMNS, STATE_COLUMNS, STREAM_UIDS, UID_KIND_DAUGHTER, UID_KIND_INFUSED, UID_KIND_RECRUITED, TCellState,
     TCellStore, bytes_per_tcell, check_unique, uid_daughter, uid_infused, uid_recruited)
 from gpusim.backend import select_backend
 
@@ -86,7 +86,10 @@ def test_compact_removes_exactly_the_dead_and_keeps_survivor_order(cpu):
 
 def test_bytes_per_tcell_is_the_sum_of_column_sizes():
     # pos 3*4 + dir 3*4 + uid 8 + state 1 + lfa1 4 + target 8 + timer 4 + kills 2 + function 4
-    assert bytes_per_tcell() == 12 + 12 + 8 + 1 + 4 + 8 + 4 + 2 + 4 == 55
+    state = 12 + 12 + 8 + 1 + 4 + 8 + 4 + 2 + 4 + 4 + 2
+    scratch = 8 + 1 + 1 + 8 + 4 + 12
+    assert bytes_per_tcell(STATE_COLUMNS) == state == 61
+    assert bytes_per_tcell() == state + scratch == 95
 
 
 def test_uids_follow_the_documented_philox_counter_layout():
@@ -171,8 +174,10 @@ def test_sort_gives_voxel_uid_order_with_counts_and_offsets(cpu):
     # same agents: rows are a permutation of the rows before
     order = np.argsort(before["uid"])
     back = np.argsort(after["uid"])
-    for name in COLUMNS:
+    for name in STATE_COLUMNS:
         np.testing.assert_array_equal(after[name][back], before[name][order], err_msg=name)
+    # the sort's voxel column comes from the rules' voxel_of_pos: equal to the host voxel_of
+    np.testing.assert_array_equal(after["voxel"], vox)
     nvox = SHAPE[0] * SHAPE[1] * SHAPE[2]
     expect = [0] * nvox
     for v in voxel_of(before["pos_um"], DX_UM, SHAPE).tolist():

@@ -16,7 +16,8 @@ def voxel_of(pos_um, dx_um, shape, xp=np):
 
     The per-axis index is ``floor(pos / float32(dx_um))`` in float32 (an IEEE division: the same on
     every backend), clamped to [0, n_axis - 1], so an agent on or beyond a face counts in the face
-    voxel. Positions must be finite. ``xp`` is the array module of ``pos_um``.
+    voxel. Positions must be finite. ``xp`` is the array module of ``pos_um``. The rules compute the
+    same with :func:`gpusim.agents.rules.voxel_of_pos` (a test holds the two equal).
     """
     cell = xp.floor(pos_um / xp.float32(dx_um))
     nz, ny, nx = (int(v) for v in shape)
@@ -29,27 +30,24 @@ def voxel_of(pos_um, dx_um, shape, xp=np):
 def sort_by_voxel_uid(store, dx_um, shape):
     """Permute every column of ``store`` into (voxel, uid) order; return ``(counts, offsets)``.
 
-    ``counts`` (int32, one per voxel) is how many T cells sit in each voxel; ``offsets`` (int64,
-    n_voxels + 1) is its exclusive cumulative sum, so voxel v holds rows
-    ``offsets[v]:offsets[v+1]``.
+    The ``voxel`` column is filled from the positions (the rules' ``voxel_of_pos``). ``counts``
+    (int32, one per voxel) is how many T cells sit in each voxel; ``offsets`` (int64, n_voxels + 1)
+    is its exclusive cumulative sum, so voxel v holds rows ``offsets[v]:offsets[v+1]``.
 
     Why this is deterministic on every backend: uids are unique (``check_unique``), so no two agents
     share a (voxel, uid) key and the sorted order of the keys is a single, fully determined
-    permutation. Any correct sort — numpy's or cupy's ``lexsort``, stable or not, at any thread
-    count — therefore returns the same permutation, and the store comes out bitwise identical
-    whatever order its agents were in before. (A stable sort by voxel alone would instead inherit
-    the incoming order, which differs between backends and after appends.)
+    permutation. The CPU's counting sort (stable by voxel, then uid within each voxel) and the GPU's
+    lexsort therefore return the same permutation, and the store comes out bitwise identical
+    whatever order its agents were in before.
     """
-    xp = store.backend.xp
-    nvox = int(np.prod([int(v) for v in shape], dtype=np.int64))
-    voxel = voxel_of(store.pos_um, dx_um, shape, xp=xp)
-    # one uint64 key matrix (voxel >= 0 fits): mixing int64 and uint64 would promote to float64
-    keys = xp.stack((store.uid, voxel.astype(xp.uint64)))
-    order = xp.lexsort(keys)  # the last row (voxel) is the primary key
+    kern = store.backend.kernels("agents")
+    nz, ny, nx = (int(v) for v in shape)
+    nvox = nz * ny * nx
+    n = store.n
+    voxel = store.voxel
+    kern.voxels(np.int64(n), np.float32(dx_um), np.int64(nz), np.int64(ny), np.int64(nx), store.pos_um, voxel)
+    order, counts, offsets = kern.sort_order(voxel, store.uid, nvox)
     store.permute(order)
-    counts = xp.bincount(voxel, minlength=nvox).astype(xp.int32)  # order-free: integer counts
-    offsets = xp.zeros(nvox + 1, dtype=xp.int64)
-    offsets[1:] = xp.cumsum(counts, dtype=xp.int64)
     return counts, offsets
 
 

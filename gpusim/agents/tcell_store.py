@@ -15,12 +15,23 @@ column         dtype        meaning
 ``timer_min``  float32      minutes left of the current synapse / division delay
 ``kills``      uint16       tumour cells this T cell has killed
 ``function``   float32      remaining function 1 - E (1 = fresh, falls with each engagement)
+``div_timer``  float32      minutes until a pending division (+inf: none pending)
+``births``     uint16       daughters this T cell has had (names the next daughter's uid)
+``voxel``      int64        scratch: the agent's voxel at this step's sort
+``hit``        uint8        scratch: delivered a hit this step
+``flags``      uint8        scratch: what happened this step (``rules.FL_*`` bits)
+``prop``       int64        scratch: the voxel a move or division proposes, -1 for none
+``prio``       uint32       scratch: the proposal's hashed priority
+``pos_new``    float32 (3)  scratch: the position a move proposes
 =============  ===========  ==================================================================
+
+The scratch columns are rewritten every step before they are read; they are part of the store so
+that the sort carries them along and every rule reads them at the agent's row.
 
 **uids (DESIGN.md §2).** A uid is a pure function of where the agent came from, never of the
 order agents are created in, so a run gives the same uids at any thread count or rank layout:
 daughters from (parent uid, birth count), recruited cells from (vessel voxel, step, k), infused
-cells from (event index, i). Each mixes its inputs as a Philox4x32-10 counter
+cells from (event index, i), initial cells from their index. Each mixes its inputs as a Philox4x32-10 counter
 ``(a, b, c, KIND)`` under the fixed key ``key(0, STREAM_UIDS)`` (uids do not depend on the run seed)
 and keeps the first two output words as ``w0 | w1 << 32``. The kind tag in the last counter word
 makes the three kinds' counters disjoint, and Philox is a bijection of the counter for a fixed
@@ -45,6 +56,7 @@ STREAM_UIDS = STREAM_SETUP + 1
 UID_KIND_DAUGHTER = 1
 UID_KIND_RECRUITED = 2
 UID_KIND_INFUSED = 3
+UID_KIND_INITIAL = 4
 
 _U32_MAX = 2**32 - 1
 _S32 = np.uint64(32)
@@ -69,13 +81,25 @@ COLUMNS = {
     "timer_min": (np.float32, (), 0.0),
     "kills": (np.uint16, (), 0),
     "function": (np.float32, (), 1.0),
+    "div_timer": (np.float32, (), np.inf),
+    "births": (np.uint16, (), 0),
+    "voxel": (np.int64, (), -1),
+    "hit": (np.uint8, (), 0),
+    "flags": (np.uint8, (), 0),
+    "prop": (np.int64, (), -1),
+    "prio": (np.uint32, (), 0),
+    "pos_new": (np.float32, (3,), 0.0),
 }
+#: the columns that carry state from step to step (the rest are per-step scratch)
+STATE_COLUMNS = ("pos_um", "dir", "uid", "state", "lfa1", "target", "timer_min", "kills", "function",
+                 "div_timer", "births")
 
 
-def bytes_per_tcell() -> int:
-    """Bytes one T cell occupies in the store: the sum of its column sizes (55)."""
-    return sum(np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
-               for dt, shape, _ in COLUMNS.values())
+def bytes_per_tcell(columns=None) -> int:
+    """Bytes one T cell occupies in the store: the sum of its column sizes (all columns: 95; the
+    step-to-step state alone, ``STATE_COLUMNS``: 61)."""
+    names = COLUMNS if columns is None else columns
+    return sum(np.dtype(COLUMNS[c][0]).itemsize * int(np.prod(COLUMNS[c][1], dtype=np.int64)) for c in names)
 
 
 class TCellStore:
@@ -225,6 +249,11 @@ def uid_recruited(voxel, step, k):
 def uid_infused(event_index, i):
     """uid of the ``i``-th T cell of therapy event occurrence ``event_index``."""
     return _derive(UID_KIND_INFUSED, [("event_index", event_index), ("i", i), ("zero", 0)])
+
+
+def uid_initial(i):
+    """uid of the ``i``-th T cell placed at t = 0."""
+    return _derive(UID_KIND_INITIAL, [("i", i), ("zero", 0), ("zero", 0)])
 
 
 def check_unique(uids) -> None:

@@ -1,0 +1,276 @@
+"""The cell operation: one step of the tumour lattice and the T cells, phase by phase.
+
+The phases (see :mod:`gpusim.agents.rules` for what each does) interleave the two populations —
+T cells aim hits, the lattice gathers them and decides deaths, T cells read the deaths back — so
+they form one operation; each phase is one loop of the backend's ``agents`` kernels
+(``cpu_loops`` or ``cuda_loops``). Between phases the host only appends new agents (daughters,
+recruits, infusions), whose uids come from their origin (DESIGN.md §2).
+
+Order within a step: infusions due -> remove dead T cells -> sort by (voxel, uid) and write the
+per-voxel counts (which the field step's T-cell uptake reads) -> A1 -> T1 -> T2 -> T3 -> A2 -> A3 ->
+R -> append daughters and recruits. The field operation runs after this one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from gpusim import rng
+from gpusim.agents import params as P
+from gpusim.agents import rules as R
+from gpusim.agents.placement import place
+from gpusim.agents.spatial_index import sort_by_voxel_uid, voxel_of, write_counts
+from gpusim.agents.tcell_store import (TCellStore, check_unique, uid_daughter, uid_infused, uid_initial,
+                                       uid_recruited)
+
+log = logging.getLogger("gpusim")
+
+#: steps between two full uid-uniqueness checks (new uids are checked among themselves every step)
+UID_CHECK_EVERY = 64
+#: occurrence numbers per infusion event in its uid (event index * this + occurrence)
+_OCCURRENCES_PER_EVENT = 1 << 16
+
+
+class CellStep:
+    """Operation advancing the tumour lattice and the T cells by one step."""
+
+    name = "cells"
+
+    def __init__(self, sim):
+        cfg, st, be = sim.config, sim.state, sim.backend
+        self.cfg = cfg
+        self.backend = be
+        self.k = be.kernels("agents")
+        self.p_host = P.build(cfg)
+        self.p = be.asarray(self.p_host)
+        self.seed = np.uint64(cfg.seed)
+        nz, ny, nx = st.shape
+        self.nvox = nz * ny * nx
+        self.dims = (np.int64(nz), np.int64(ny), np.int64(nx))
+        xp = be.xp
+        self._dummy = xp.zeros(1, xp.float32)
+        self._no_vessel = xp.zeros(self.nvox, xp.uint8) if st.vessel is None else None
+        self.store = TCellStore(be, capacity=max(1024, 2 * (cfg.tcells.initial_count if cfg.tcells else 0)))
+        self.counts = xp.zeros(self.nvox, xp.int32)
+        self.offsets = xp.zeros(self.nvox + 1, xp.int64)
+        self._vessel_list = None
+        self.totals = {"engagements": 0, "kills": 0, "tumor_births": 0, "tumor_deaths": 0,
+                       "tcells_recruited": 0, "tcells_born": 0, "tcells_infused": 0, "tcells_died": 0}
+        self.last = {}
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def place_initial(self, sim) -> None:
+        """Place ``tcells.initial_count`` T cells (uids from their index) and build the index."""
+        tc = self.cfg.tcells
+        if tc is None or tc.initial_count == 0:
+            self.index(sim)
+            return
+        pos = self._place(sim, tc.initial_count, tc.placement, tc.shell_um, salt=0,
+                          purpose=rng.PURPOSE_PLACEMENT, what="tcells.initial_count")
+        uids = uid_initial(np.arange(pos.shape[0], dtype=np.int64))
+        self._append(pos, uids, self.serum_lfa1(sim))
+        check_unique(self.store.uid)
+        self.index(sim)
+
+    def _place(self, sim, count, placement, shell_um, salt, purpose, what):
+        st = sim.state
+        tumor = self.backend.to_host(st.tumor)
+        vessel = None if st.vessel is None else self.backend.to_host(st.vessel)
+        occupancy = np.zeros(self.nvox, np.int64)
+        if self.store.n:
+            alive = self.backend.to_host(self.store.state) != R.TDEAD
+            vox = voxel_of(self.backend.to_host(self.store.pos_um)[alive], st.dx_um, st.shape)
+            occupancy = np.bincount(vox, minlength=self.nvox)
+        return place(count, placement, shell_um, tumor, vessel, occupancy, int(self.p_host[P.CAP]),
+                     int(self.p_host[P.CAP_T]), st.dx_um, self.cfg.seed, rng.STREAM_EVENTS if salt else rng.STREAM_SETUP,
+                     salt, purpose, what)
+
+    def _append(self, pos, uids, lfa1, **extra):
+        if pos.shape[0] == 0:
+            return
+        xp = self.backend.xp
+        self.store.append(pos_um=self.backend.asarray(pos, np.float32), uid=self.backend.asarray(uids, np.uint64),
+                          lfa1=xp.full(pos.shape[0], np.float32(lfa1), dtype=xp.float32), **extra)
+
+    def serum_lfa1(self, sim) -> np.float32:
+        """A*(current serum Mg): the LFA-1 state of T cells arriving from the blood."""
+        plan = sim.field_update.plans.get("mg")
+        serum = np.float32(plan.serum if plan is not None else 0.0)
+        return R.lfa1_target(serum, self.p_host)
+
+    # -- the step -------------------------------------------------------------------------------
+    def index(self, sim) -> None:
+        """Remove dead T cells, sort by (voxel, uid), write per-voxel counts into ``state.n_tcell``."""
+        self.totals["tcells_died"] += self.store.compact()
+        self.counts, self.offsets = sort_by_voxel_uid(self.store, sim.state.dx_um, sim.state.shape)
+        if sim.state.n_tcell is not None:
+            write_counts(self.counts, sim.state.n_tcell)
+
+    def _field(self, sim, name):
+        f = sim.state.fields.get(name)
+        return self._dummy if f is None else f.reshape(-1)
+
+    def _vessels(self, sim):
+        st = sim.state
+        if st.vessel is None:
+            return self._no_vessel
+        return st.vessel.reshape(-1)
+
+    def apply(self, sim) -> None:
+        st, k, p, seed = sim.state, self.k, self.p, self.seed
+        xp = self.backend.xp
+        step = np.int64(st.step)
+        nz, ny, nx = self.dims
+        self._infuse(sim)
+        self.index(sim)
+        s = self.store
+        n = np.int64(s.n)
+        mg, o2, chem = self._field(sim, "mg"), self._field(sim, "o2"), self._field(sim, "chemokine")
+        tumor = st.tumor.reshape(-1)
+        damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
+        event, div_dir, n_tumor = st.tumor_event.reshape(-1), st.div_dir.reshape(-1), st.n_tumor.reshape(-1)
+        vessel = self._vessels(sim)
+        nvox = np.int64(self.nvox)
+        k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.hit, s.timer_min, s.div_timer, mg)
+        k.tumor_fate(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, self.offsets,
+                     s.state, s.target, s.hit, o2)
+        k.tumor_propose(nvox, seed, step, p, nz, ny, nx, tumor, vessel, self.counts, div_dir, o2, mg)
+        k.tumor_claim(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+                      n_tumor)
+        k.respond(n, seed, step, p, nz, ny, nx, self.offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
+                  s.function, s.target, s.timer_min, s.kills, s.div_timer, s.hit, s.flags, s.prop, s.prio,
+                  s.pos_new, tumor, event, chem)
+        k.accept(n, seed, step, p, nz, ny, nx, self.offsets, self.counts, s.uid, s.state, s.voxel, s.pos_um,
+                 s.div_timer, s.flags, s.prop, s.prio, s.pos_new, tumor)
+        self._count(sim, event)
+        if self.cfg.tcells is not None:
+            self._recruit(sim, step, tumor, chem)
+            self._divide()
+        if step % UID_CHECK_EVERY == 0 and s.n:
+            check_unique(s.uid)
+
+    def _count(self, sim, event) -> None:
+        xp = self.backend.xp
+        f = self.store.flags
+        ev = {
+            "engaged": int(xp.count_nonzero(f & R.FL_ENGAGED)),
+            "kills": int(xp.count_nonzero(f & R.FL_KILL)),
+            "killed": int(xp.count_nonzero(event & R.EV_KILLED)),
+            "born": int(xp.count_nonzero(event & R.EV_BORN)),
+            "lost": int(xp.count_nonzero(event & (R.EV_KILLED | R.EV_NECROSIS | R.EV_APOPTOSIS))),
+            "pruned": int(xp.count_nonzero(event & R.EV_PRUNED)),
+        }
+        self.totals["engagements"] += ev["engaged"]
+        self.totals["kills"] += ev["kills"]
+        self.totals["tumor_births"] += ev["born"]
+        self.totals["tumor_deaths"] += ev["lost"]
+        if ev["pruned"]:
+            self._vessel_list = None
+        self.last = ev
+
+    def _recruit(self, sim, step, tumor, chem) -> None:
+        tc = self.cfg.tcells
+        st = sim.state
+        if tc.recruit_per_vessel_per_min <= 0 or st.vessel is None:
+            return
+        xp = self.backend.xp
+        if self._vessel_list is None:
+            self._vessel_list = xp.flatnonzero(st.vessel.reshape(-1)).astype(xp.int64)
+        m = int(self._vessel_list.shape[0])
+        if m == 0:
+            return
+        a_serum = self.serum_lfa1(sim)
+        scale = np.float32(tc.recruit_per_vessel_per_min) * (a_serum if tc.recruit_scales_with_serum_mg else np.float32(1.0))
+        out_pos = xp.empty((m, 3), xp.float32)
+        out_flag = xp.empty(m, xp.uint8)
+        s = self.store
+        nz, ny, nx = self.dims
+        self.k.recruit(np.int64(m), self.seed, step, self.p, nz, ny, nx, self._vessel_list, np.float32(scale),
+                       np.float32(tc.recruit_chemokine_half_nM), self.offsets, self.counts, s.voxel, s.flags,
+                       s.prop, tumor, chem, out_pos, out_flag)
+        idx = xp.flatnonzero(out_flag)
+        if idx.shape[0] == 0:
+            return
+        voxels = self.backend.to_host(self._vessel_list[idx])
+        uids = uid_recruited(voxels, int(step), 0)
+        self._append_checked(self.backend.to_host(out_pos[idx]), np.atleast_1d(uids), a_serum)
+        self.totals["tcells_recruited"] += int(idx.shape[0])
+
+    def _divide(self) -> None:
+        s = self.store
+        xp = self.backend.xp
+        rows = xp.flatnonzero(s.flags & R.FL_BORN)
+        if rows.shape[0] == 0:
+            return
+        host = lambda a: self.backend.to_host(a)  # noqa: E731 - small gathers of the dividing rows
+        parent_uid, births = host(s.uid[rows]), host(s.births[rows])
+        uids = np.atleast_1d(uid_daughter(parent_uid, births.astype(np.int64)))
+        pos, direction = s.pos_um[rows].copy(), s.dir[rows].copy()
+        lfa1, function = s.lfa1[rows].copy(), s.function[rows].copy()
+        s.births[rows] = s.births[rows] + np.uint16(1)
+        self._check_new(uids)
+        s.append(pos_um=pos, uid=self.backend.asarray(uids, np.uint64), dir=direction, lfa1=lfa1, function=function)
+        self.totals["tcells_born"] += int(rows.shape[0])
+
+    def _append_checked(self, pos, uids, lfa1) -> None:
+        self._check_new(uids)
+        self._append(pos, uids, lfa1)
+
+    def _check_new(self, uids) -> None:
+        """New uids must be distinct among themselves and from every uid in the store."""
+        xp = self.backend.xp
+        new = self.backend.asarray(uids, np.uint64)
+        check_unique(new)
+        if self.store.n and bool(xp.isin(new, self.store.uid).any()):
+            check_unique(xp.concatenate((self.store.uid, new)))
+
+    def _infuse(self, sim) -> None:
+        st = sim.state
+        for index, occurrence, ev in sim.schedule.infusions_due(st.step):
+            salt = index * _OCCURRENCES_PER_EVENT + occurrence + 1
+            pos = self._place(sim, ev.count, ev.placement, ev.shell_um, salt=salt,
+                              purpose=rng.PURPOSE_INFUSION, what=f"events.{ev.name}")
+            uids = uid_infused(np.full(pos.shape[0], salt - 1, np.int64), np.arange(pos.shape[0], dtype=np.int64))
+            self._append_checked(pos, np.atleast_1d(uids), self.serum_lfa1(sim))
+            self.totals["tcells_infused"] += int(pos.shape[0])
+            log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
+
+    # -- what a run exposes ---------------------------------------------------------------------
+    def columns(self, sim) -> dict:
+        """This step's timeseries values of the cells (exact integer or fixed-point reductions)."""
+        st, xp = sim.state, self.backend.xp
+        s = self.store
+        tumor = st.tumor
+        alive = s.state != np.uint8(R.TDEAD)
+        n_alive = int(xp.count_nonzero(alive))
+        n_live = int(xp.count_nonzero(tumor == R.LIVE))
+        # LFA-1 mean in 2**-24 fixed point: an integer sum, the same in any order and on any device
+        fixed = xp.where(alive, xp.floor(s.lfa1.astype(xp.float64) * 2.0**24 + 0.5), 0.0).astype(xp.int64)
+        lfa1_mean = float(int(fixed.sum()) / 2.0**24 / n_alive) if n_alive else float("nan")
+        out = {
+            "tumor_live": n_live,
+            "tumor_dead": int(xp.count_nonzero(tumor == R.DEAD)),
+            "tumor_necrotic": int(xp.count_nonzero(tumor == R.NECROTIC)),
+            "tumor_births": self.totals["tumor_births"],
+            "tumor_deaths": self.totals["tumor_deaths"],
+            "tcells": n_alive,
+            "tcells_engaged": int(xp.count_nonzero(s.state == np.uint8(R.ENGAGED))),
+            "tcells_exhausted": int(xp.count_nonzero(alive & (s.function < np.float32(self.cfg.tcells.exhausted_below))))
+            if self.cfg.tcells is not None else 0,
+            "engagements": self.totals["engagements"],
+            "kills": self.totals["kills"],
+            "lfa1_mean": lfa1_mean,
+        }
+        mg = st.fields.get("mg")
+        if mg is not None:
+            if n_live:
+                red = self.backend.kernels("reduce")
+                masked = mg * st.n_tumor.astype(xp.float32)  # exact: a product with 0 or 1
+                out["mg_tumor_mean_mM"] = red.fixed_order_sum(masked) / n_live
+                out["mg_tumor_min_mM"] = float(mg[tumor == R.LIVE].min())
+            else:
+                out["mg_tumor_mean_mM"] = float("nan")
+                out["mg_tumor_min_mM"] = float("nan")
+        return out

@@ -1,0 +1,110 @@
+"""numba CPU loops around the cell rules of :mod:`gpusim.agents.rules`: one ``prange`` per phase.
+
+The CUDA twin is :mod:`gpusim.agents.cuda_loops`, with the same function names and arguments; the
+backend hands out one or the other (``backend.kernels("agents")``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from gpusim.agents import rules as R
+
+
+@numba.njit(parallel=True, cache=True)
+def voxels(n, dx, nz, ny, nx, pos, voxel):
+    for i in numba.prange(n):
+        R.voxel_one(i, dx, nz, ny, nx, pos, voxel)
+
+
+@numba.njit(parallel=True, cache=True)
+def sense(n, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg):
+    for i in numba.prange(n):
+        R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg)
+
+
+@numba.njit(parallel=True, cache=True)
+def tumor_fate(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
+               target, hit, o2):
+    for v in numba.prange(nvox):
+        R.tumor_fate_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
+                         state, target, hit, o2)
+
+
+@numba.njit(parallel=True, cache=True)
+def tumor_propose(nvox, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+    for v in numba.prange(nvox):
+        R.tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+
+
+@numba.njit(parallel=True, cache=True)
+def tumor_claim(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+                n_tumor):
+    for v in numba.prange(nvox):
+        R.tumor_claim_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
+                          div_dir, n_tumor)
+
+
+@numba.njit(parallel=True, cache=True)
+def respond(n, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1, function,
+            target, timer, kills, div_timer, hit, flags, prop, prio, pos_new, tumor, event, chem):
+    for i in numba.prange(n):
+        R.tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1,
+                            function, target, timer, kills, div_timer, hit, flags, prop, prio, pos_new,
+                            tumor, event, chem)
+
+
+@numba.njit(parallel=True, cache=True)
+def accept(n, seed, step, p, nz, ny, nx, offsets, counts, uid, state, voxel, pos, div_timer, flags, prop,
+           prio, pos_new, tumor):
+    for i in numba.prange(n):
+        R.tcell_accept_one(i, seed, step, p, nz, ny, nx, offsets, counts, uid, state, voxel, pos, div_timer,
+                           flags, prop, prio, pos_new, tumor)
+
+
+@numba.njit(parallel=True, cache=True)
+def recruit(m, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts, voxel, flags,
+            prop, tumor, chem, out_pos, out_flag):
+    for k in numba.prange(m):
+        R.recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts,
+                      voxel, flags, prop, tumor, chem, out_pos, out_flag)
+
+
+@numba.njit(cache=True)
+def _counting_order(voxel, uid, counts, offsets, order):
+    """Stable counting sort by voxel, then each voxel's few agents by uid (insertion sort)."""
+    n = voxel.shape[0]
+    nvox = counts.shape[0]
+    for v in range(nvox):
+        counts[v] = 0
+    for i in range(n):
+        counts[voxel[i]] += 1
+    offsets[0] = 0
+    for v in range(nvox):
+        offsets[v + 1] = offsets[v] + counts[v]
+    fill = offsets[:-1].copy()
+    for i in range(n):
+        v = voxel[i]
+        order[fill[v]] = i
+        fill[v] += 1
+    for v in range(nvox):
+        lo = offsets[v]
+        hi = offsets[v + 1]
+        for a in range(lo + 1, hi):
+            j = order[a]
+            key = uid[j]
+            b = a - 1
+            while b >= lo and uid[order[b]] > key:
+                order[b + 1] = order[b]
+                b -= 1
+            order[b + 1] = j
+
+
+def sort_order(voxel, uid, nvox):
+    """(order, counts, offsets) of the canonical (voxel, uid) order; O(n + voxels)."""
+    counts = np.empty(nvox, np.int32)
+    offsets = np.empty(nvox + 1, np.int64)
+    order = np.empty(voxel.shape[0], np.int64)
+    _counting_order(voxel, uid, counts, offsets, order)
+    return order, counts, offsets
