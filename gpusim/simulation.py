@@ -115,14 +115,6 @@ class Simulation:
             overrides["seed"] = seed
         if overrides:
             cfg = cfg.with_overrides(overrides)
-        if cfg.tcells is None:
-            for ev in cfg.events:
-                if ev.type == "tcell_infusion":
-                    raise ConfigError.single(
-                        f"events.{ev.name}.type", ev.type,
-                        "infuses T cells, but the config has no [tcells] section; add one (its defaults are "
-                        "the T-cell model) or remove the event",
-                    )
         self.config = cfg
         self.backend = select_backend(cfg.backend)
         check_memory(self.backend, state_mod.estimate_bytes(cfg), f"a {'x'.join(map(str, cfg.grid.nzyx))} run")
@@ -132,6 +124,7 @@ class Simulation:
         self.field_update = FieldUpdate(cfg, self.backend)
         self.operations = [ApplyEvents()]
         self.cells = None
+        self._manual_tcells = 0
         if self.state.tumor is not None:
             self.cells = CellStep(self)
             self.operations.append(self.cells)
@@ -227,6 +220,48 @@ class Simulation:
         return {"uid": h["uid"][keep], "position_um": h["pos_um"][keep], "state": h["state"][keep],
                 "lfa1": h["lfa1"][keep], "kills": h["kills"][keep], "function": h["function"][keep],
                 "target": target[keep]}
+
+    def add_tcells(self, position_um, **columns) -> np.ndarray:
+        """Append T cells at ``position_um`` (N x 3, z y x, µm) with optional columns of the store
+        (``state``, ``target``, ``lfa1``, ``timer_min``, ``function``, ``dir``...); returns their uids.
+
+        For set-ups and tests: uids come from a reserved infusion index (2**32 - 1) and a running
+        count, so they never collide with the model's own. The next step re-sorts the store.
+        """
+        if self.cells is None:
+            raise ValueError("this run has no T-cell model: add a [tcells] section to the config")
+        from .agents.tcell_store import check_unique, uid_infused
+
+        pos = np.asarray(position_um, np.float32).reshape(-1, 3)
+        start = self._manual_tcells
+        uids = np.atleast_1d(uid_infused(2**32 - 1, np.arange(start, start + pos.shape[0], dtype=np.int64)))
+        self._manual_tcells += pos.shape[0]
+        be = self.backend
+        extra = {k: be.asarray(np.asarray(v)) for k, v in columns.items()}
+        self.cells.store.append(pos_um=be.asarray(pos), uid=be.asarray(uids, np.uint64), **extra)
+        check_unique(self.cells.store.uid)
+        self.cells.index(self)
+        return uids
+
+    def set_tumor(self, tumor_state) -> None:
+        """Replace the tumour lattice by ``tumor_state`` (uint8 (z, y, x), :class:`TumorState` codes):
+        damage, clocks and the LIVE counts the fields read are reset to match."""
+        st = self.state
+        if st.tumor is None:
+            raise ValueError("this run has no tumour lattice: add a [tumor] or [tcells] section to the config")
+        a = np.asarray(tumor_state, np.uint8)
+        if a.shape != tuple(st.shape):
+            raise ValueError(f"tumour state of shape {a.shape}; the grid is {tuple(st.shape)} (z, y, x)")
+        if a.max(initial=0) > max(TumorState):
+            raise ValueError(f"tumour state codes must be {[int(c) for c in TumorState]} ({list(TumorState.__members__)})")
+        if st.vessel is not None and (a[self.backend.to_host(st.vessel) > 0] != 0).any():
+            raise ValueError("tumour cells on vessel voxels: a voxel holds one occupant")
+        be = self.backend
+        st.tumor[...] = be.asarray(a)
+        st.n_tumor[...] = be.asarray((a == LIVE).astype(np.uint8))
+        st.damage[...] = 0
+        st.last_hit[...] = st.step
+        st.since[...] = st.step
 
     def tumor_state(self) -> np.ndarray:
         """Host copy of the tumour lattice, uint8 (z, y, x), codes :class:`TumorState`."""

@@ -150,12 +150,24 @@ def test_memory_check_refuses_with_the_estimate_and_a_suggestion():
         check_memory(be, 10**9, "a test run")
 
 
-def test_tcell_infusion_is_refused_until_the_tcell_model_exists():
-    cfg = small_cfg(tumor={"initial_radius_um": 30.0}, tcells={"placement": "uniform"},
-                    events=[{"name": "act", "type": "tcell_infusion", "time_min": 0, "count": 10,
-                             "placement": "uniform"}])
-    with pytest.raises(gpusim.ConfigError, match="tcell_infusion"):
-        gpusim.Simulation(cfg)
+def test_tcell_infusion_without_a_tcells_section_is_refused_naming_the_fix():
+    with pytest.raises(gpusim.ConfigError, match=r"events\.act\.type.*\[tcells\]"):
+        small_cfg(tumor={"initial_radius_um": 30.0},
+                  events=[{"name": "act", "type": "tcell_infusion", "time_min": 0, "count": 10,
+                           "placement": "uniform"}])
+
+
+def test_tcell_infusion_adds_its_count_at_its_time():
+    cfg = small_cfg(tumor={"initial_radius_um": 30.0}, tcells={"placement": "uniform", "initial_count": 5,
+                                                                "apoptosis_per_min": 0.0,
+                                                                "recruit_per_vessel_per_min": 0.0},
+                    events=[{"name": "act", "type": "tcell_infusion", "time_min": 2, "count": 10,
+                             "placement": "uniform", "repeat_every_min": 3, "repeat_count": 2}])
+    sim = gpusim.Simulation(cfg)
+    sim.run(minutes=9, progress=False)
+    n = sim.timeseries["tcells"]
+    # steps 0, 1 before the first dose; +10 in the step starting at t = 2 and at t = 5
+    assert n.tolist() == [5, 5, 15, 15, 15, 25, 25, 25, 25]
 
 
 def test_cli_runs_a_config_with_overrides_and_prints_a_summary(tmp_path, capsys):
