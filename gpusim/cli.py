@@ -1,6 +1,6 @@
 """The ``gpusim`` command: ``run``, ``info``, ``scenarios``.
 
-    gpusim run --scenario diffusion
+    gpusim run --scenario baseline
     gpusim run my.toml --days 3 --set substrates.mg.serum=0.3 --backend cpu
     gpusim info --scenario diffusion
 """
@@ -17,6 +17,7 @@ from rich.text import Text
 
 from . import scenarios
 from .backend import BackendError
+from .agents.cells import summarize
 from .config import Config, ConfigError, parse_override
 
 
@@ -114,7 +115,27 @@ def _cmd_run(args, console: Console) -> int:
             peak = f"{series[i]:.4g} ({ts['time_min'][i]:g})"
         table.add_row(name, st["unit"], f"{st['mean']:.4g}", f"{st['min']:.4g}", f"{st['max']:.4g}", peak)
     console.print(table)
+    cells = summarize(ts)
+    if cells:
+        console.print(_cells_table(cells, ts))
     return 0
+
+
+def _cells_table(c: dict, ts: dict) -> Table:
+    """The cell outcomes of a run: start -> end of tumour and T-cell counts, kills, LFA-1."""
+    table = Table("cells", "start", "end", title="tumour and T cells")
+    first = lambda k: f"{int(ts[k][0])}"  # noqa: E731 - the first recorded step
+    table.add_row("tumour cells LIVE", first("tumor_live"), str(c["tumor_live"]))
+    table.add_row("tumour cells DEAD / NECROTIC", "", f"{c['tumor_dead']} / {c['tumor_necrotic']}")
+    table.add_row("T cells (free / engaged / exhausted)", first("tcells"),
+                  f"{c['tcells']} ({c['tcells_free']} / {c['tcells_engaged']} / {c['tcells_exhausted']})")
+    table.add_row("engagements, kills", "", f"{c['engagements']}, {c['kills']}")
+    table.add_row("kills per T cell (per day)", "", f"{c['kills_per_tcell']:.3g} ({c['kills_per_tcell_per_day']:.3g})")
+    table.add_row("mean LFA-1 activity A", f"{ts['lfa1_mean'][0]:.3f}", f"{c['lfa1_mean']:.3f}")
+    if "mg_tumor_mean_mM" in c:
+        table.add_row("mean ionised Mg in the tumour (mM)", f"{ts['mg_tumor_mean_mM'][0]:.3f}",
+                      f"{c['mg_tumor_mean_mM']:.3f}")
+    return table
 
 
 def main(argv=None) -> int:

@@ -274,3 +274,28 @@ class CellStep:
                 out["mg_tumor_mean_mM"] = float("nan")
                 out["mg_tumor_min_mM"] = float("nan")
         return out
+
+
+def summarize(ts: dict) -> dict:
+    """Outcome numbers of a run from its timeseries: final tumour and T-cell counts, kills, kills per
+    T cell (cumulative kills ÷ the time-averaged T-cell count) and per T cell per day, mean LFA-1."""
+    if "tumor_live" not in ts or len(ts["tumor_live"]) == 0:
+        return {}
+    minutes = float(ts["time_min"][-1])
+    mean_tcells = float(np.mean(ts["tcells"])) if len(ts["tcells"]) else 0.0
+    kills = int(ts["kills"][-1])
+    per_tcell = kills / mean_tcells if mean_tcells > 0 else float("nan")
+    out = {
+        "tumor_live": int(ts["tumor_live"][-1]), "tumor_dead": int(ts["tumor_dead"][-1]),
+        "tumor_necrotic": int(ts["tumor_necrotic"][-1]),
+        "tcells": int(ts["tcells"][-1]), "tcells_engaged": int(ts["tcells_engaged"][-1]),
+        "tcells_free": int(ts["tcells"][-1]) - int(ts["tcells_engaged"][-1]),
+        "tcells_exhausted": int(ts["tcells_exhausted"][-1]),
+        "engagements": int(ts["engagements"][-1]), "kills": kills,
+        "kills_per_tcell": per_tcell,
+        "kills_per_tcell_per_day": per_tcell * 1440.0 / minutes if minutes > 0 else float("nan"),
+        "lfa1_mean": float(ts["lfa1_mean"][-1]),
+    }
+    if "mg_tumor_mean_mM" in ts:
+        out["mg_tumor_mean_mM"] = float(ts["mg_tumor_mean_mM"][-1])
+    return out
