@@ -228,6 +228,41 @@ def best_time(fn, backend, repeat: int, min_sample_s: float = 0.05, max_calls: i
             "other_load_cores": load.cores()}
 
 
+class PhaseTimer:
+    """Wall seconds per named phase, summed over the calls made since the last :meth:`take`.
+
+    ``wrap(fn, key)`` returns ``fn`` timed under ``key`` (``sync()`` before and after each call, so a
+    GPU phase is measured to its end). Instrument live objects (``obj.method = timer.wrap(...)``),
+    never their classes. A wrapped call inside another wrapped call is counted under both keys.
+    """
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.current: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, fn, key: str):
+        def timed(*args, **kwargs):
+            self.sync()
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.sync()
+                self.current[key] = self.current.get(key, 0.0) + time.perf_counter() - t0
+                self.calls[key] = self.calls.get(key, 0) + 1
+        timed.__name__ = getattr(fn, "__name__", key)
+        return timed
+
+    def add(self, key: str, seconds: float) -> None:
+        self.current[key] = self.current.get(key, 0.0) + seconds
+
+    def take(self) -> dict[str, float]:
+        """The seconds per key since the last take (and start afresh)."""
+        out, self.current = self.current, {}
+        return out
+
+
 # --- STREAM-like copy bandwidth ---------------------------------------------------------------------
 
 
@@ -331,10 +366,14 @@ def fmt_time(s: float) -> str:
     return f"{s * 1e6:.3g} µs"
 
 
-def markdown_table(rows: list[Row], bandwidth_B_per_s: float) -> str:
-    """The results table: operation, size, voxel-updates/s, GB/s achieved, floor, fraction, notes."""
+def markdown_table(rows: list[Row], bandwidth_B_per_s: float, rate_label: str = "voxel-updates/s",
+                   floor_label: str = "floor B/voxel") -> str:
+    """The results table: operation, size, voxel-updates/s, GB/s achieved, floor, fraction, notes.
+
+    ``rate_label`` and ``floor_label`` name the item columns (a benchmark whose items are agents, or a
+    mix of agents and voxels, says so there)."""
     head = (
-        "| operation | size | time per call | voxel-updates/s | GB/s achieved | floor B/voxel "
+        f"| operation | size | time per call | {rate_label} | GB/s achieved | {floor_label} "
         "| fraction of measured bandwidth | notes |\n"
         "|---|---|---|---|---|---|---|---|\n"
     )
@@ -362,8 +401,9 @@ def header_markdown(title: str, meta: dict) -> str:
         f"- backend: {dev['backend']} — {dev['device_name']}; CPU {dev['cpu_model']}, {dev['cpu_count']} cores, "
         f"numba {dev['numba']} ({dev['numba_threads']} threads, {dev['numba_threading_layer']}), "
         f"numpy {dev['numpy']}, Python {dev['python']}\n"
-        f"- sizes: {', '.join(f'{n}³' for n in meta['sizes'])}; best of {meta['repeat']}\n"
-        f"- measured copy bandwidth (read + write of a {bw['array_bytes'] / 2**20:.0f} MiB float32 copy, "
+        + (f"- sizes: {meta['sizes_text']}\n" if meta.get("sizes_text") else
+           f"- sizes: {', '.join(f'{n}³' for n in meta['sizes'])}; best of {meta['repeat']}\n")
+        + f"- measured copy bandwidth (read + write of a {bw['array_bytes'] / 2**20:.0f} MiB float32 copy, "
         f"{bw['method']}): **{bw['bytes_per_s'] / 1e9:.1f} GB/s**"
         + "".join(
             f"; {k}: {v['bytes_per_s'] / 1e9:.1f} GB/s" for k, v in bw["methods"].items() if k != bw["method"]
@@ -388,17 +428,19 @@ def _load_line(meta: dict) -> str:
 
 
 def write_results(
-    out_dir, stem: str, title: str, meta: dict, rows: list[Row], sections: list[str]
+    out_dir, stem: str, title: str, meta: dict, rows: list[Row], sections: list[str], **table_labels
 ) -> tuple[Path, Path]:
     """Write ``<stem>.json`` (meta + rows with derived columns) and ``<stem>.md`` (header, table,
-    extra Markdown ``sections``); return both paths."""
+    extra Markdown ``sections``); return both paths. ``table_labels`` (``rate_label``, ``floor_label``)
+    go to :func:`markdown_table`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bw = meta["bandwidth"]["bytes_per_s"]
     payload = {**meta, "rows": [r.to_json(bw) for r in rows]}
     jpath = out_dir / f"{stem}.json"
     jpath.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    md = header_markdown(title, meta) + "\n" + markdown_table(rows, bw) + "".join("\n" + s for s in sections)
+    md = (header_markdown(title, meta) + "\n" + markdown_table(rows, bw, **table_labels)
+          + "".join("\n" + s for s in sections))
     mpath = out_dir / f"{stem}.md"
     mpath.write_text(md)
     return jpath, mpath

@@ -35,6 +35,7 @@ own exp/log from ``gpusim.rng``.
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 
 import numpy as np
@@ -138,7 +139,7 @@ def _add_prod(a, b, c):
 @register_jitable
 def _norm3(x, y, z):
     """Euclidean norm of a float32 vector in float64 (exact squares, IEEE sqrt)."""
-    return np.sqrt((F64(x) * F64(x) + F64(y) * F64(y)) + F64(z) * F64(z))
+    return math.sqrt((F64(x) * F64(x) + F64(y) * F64(y)) + F64(z) * F64(z))
 
 
 @register_jitable
