@@ -319,4 +319,12 @@ class Simulation:
             + ")",
         ]
         lines += ["substrate " + plan.describe() for plan in self.field_update.plans.values()]
+        if self.cells is not None:
+            from .agents.tcell_store import STATE_COLUMNS, bytes_per_tcell
+
+            full, kept = bytes_per_tcell(), bytes_per_tcell(STATE_COLUMNS)
+            tum = self.cells.columns(self)
+            lines.append(f"tumour: {tum['tumor_live']} LIVE cells; T cells: {tum['tcells']} "
+                         f"({kept} B of state + {full - kept} B of per-step scratch per T cell, "
+                         f"capacity {self.cells.store.capacity})")
         return lines

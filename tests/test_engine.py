@@ -219,3 +219,18 @@ def test_hold_on_the_tumor_region_clamps_exactly_the_live_tumour_voxels():
     c = sim.field_host("mg")
     assert live.sum() > 0
     assert np.all(c[live] == np.float32(0.9)) and np.all(c[~live] < 0.9)
+
+
+def test_readme_python_example_runs_and_reports_cells():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = text.split("```python\n")
+    example = [b.split("```")[0] for b in blocks[1:] if "scenario_config" in b][0]
+    env = {}
+    exec(compile(example, "README.md", "exec"), env)  # our own README, not user input
+    ts = env["ts"]
+    assert len(ts) == 240 and ts["time_min"].iloc[-1] == 240.0
+    assert ts["kills"].iloc[-1] > 0 and ts["tumor_live"].iloc[0] > 1000
+    assert env["lattice"].shape == (40, 40, 40)
+    assert env["cells"]["position_um"].shape == (len(env["cells"]["uid"]), 3)
