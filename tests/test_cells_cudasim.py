@@ -79,6 +79,8 @@ import numba, numpy as np
 assert numba.config.ENABLE_CUDASIM == 1
 sys.path.insert(0, {tests!r})
 import test_cells_cudasim as T
+import gpusim.agents.cuda_loops as C
+assert type(C._sense).__module__.startswith("numba.cuda.simulator"), type(C._sense)
 np.savez({out!r}, **T.run_tiny("cuda_loops"))
 """
 
