@@ -137,10 +137,11 @@ REASONS_CPU = {
     "write_counts": "NumPy clip + astype + copy: three one-thread passes through int32/uint8 temporaries",
     "sense": "compute-bound: A*(Mg) evaluates the project's FMA-proof float64 log (twice, ln K is not "
              "precomputed) and exp per agent; engaged agents add a Philox4x32-10 draw and expm1",
-    "tumor_fate": "27-voxel gathers: every LIVE voxel reads 27 pairs of int64 offsets (with clamps) to "
-                  "count the hits of the few T cells around it",
+    "tumor_fate": "27-voxel gathers: every LIVE voxel reads 27 pairs of int64 offsets (with clamps, after "
+                  "split_voxel's two int64 divisions) to count the hits of the few T cells around it",
     "tumor_propose": "Philox compute: one Philox4x32-10 draw and a prob_from_rate (expm1) per LIVE voxel",
-    "tumor_claim": "branchy per-voxel test (state, vessel, prune flag) for a 3-B floor",
+    "tumor_claim": "split_voxel's two int64 divisions for every voxel before its state test, and each EMPTY "
+                   "non-vessel voxel scans its 26 neighbours' div_dir, all for a 3-B floor",
     "respond": "free T cells: two 27-voxel LIVE scans, up to four Philox draws (engage, turn, direction by "
                "rejection, priority), float64 normalisations of direction and gradient, log for the synapse time",
     "accept": "one Philox draw per agent (apoptosis), and every proposal ranks itself against all T cells "
@@ -166,6 +167,8 @@ PHASE_TITLE = {
     "respond": "A2 respond (synapses, engage, move proposal)",
     "accept": "A3 accept (moves under capacity, apoptosis)",
     "rest": "bookkeeping (event counts, recruitment, daughters)",
+    "recruit": "R recruitment kernel",
+    "check_new": "uid checks of new T cells (CellStep._check_new)",
 }
 AGENT_PHASES = ("compact", "voxels", "sort_order", "permute", "write_counts", "index", "sense", "respond", "accept")
 TUMOUR_PHASES = ("tumor_fate", "tumor_propose", "tumor_claim")
@@ -294,6 +297,7 @@ def instrument(sim, timer) -> None:
     cs.index = timer.wrap(cs.index, "index")
     cs.store.compact = timer.wrap(cs.store.compact, "compact")
     cs.store.permute = timer.wrap(cs.store.permute, "permute")
+    cs._check_new = timer.wrap(cs._check_new, "check_new")  # uid checks of recruits and daughters
     cs.apply = timer.wrap(cs.apply, "apply")
 
 
@@ -350,7 +354,8 @@ def one_step(sim, timer, sync) -> dict:
     st.time_min = st.step * sim.dt_min
     t = timer.take()
     out = {k: t.get(k, 0.0) for k in ("apply", "index", "compact", "permute", "sense", "tumor_fate",
-                                       "tumor_propose", "tumor_claim", "respond", "accept")}
+                                       "tumor_propose", "tumor_claim", "respond", "accept", "recruit",
+                                       "check_new")}
     out.update(parts)
     named = sum(out[k] for k in ("index", "sense", "tumor_fate", "tumor_propose", "tumor_claim", "respond",
                                  "accept"))
@@ -485,7 +490,7 @@ def rows_for_size(layout: Layout, res: dict, floors: dict, backend, bandwidth: f
     sort_reasons = "; ".join(f"{PHASE_TITLE[p].split('· ')[1]}: {100 * r.fraction_of(bandwidth):.0f} %"
                              for p, r in zip(SORT_PARTS, rows) if r.fraction_of(bandwidth) is not None)
     add("index", PHASE_TITLE["index"], med["index"], n, sort_floor, "agent", None,
-        f"sum of the five parts above (their floors add up); parts: {sort_reasons}")
+        f"sum of the five parts above (their floors add up); fraction of each part's floor: {sort_reasons}")
     for ph in ("sense",):
         add(ph, PHASE_TITLE[ph], med[ph], n, floor_per_agent(floors[ph], vpa), "agent", floors[ph])
     tumour_floor_agent = 0.0
@@ -495,6 +500,11 @@ def rows_for_size(layout: Layout, res: dict, floors: dict, backend, bandwidth: f
     for ph in ("respond", "accept"):
         add(ph, PHASE_TITLE[ph], med[ph], n, floor_per_agent(floors[ph], vpa), "agent", floors[ph])
     step_floor = sort_floor + sum(floor_per_agent(floors[p], vpa) for p in ("sense", "respond", "accept"))
+    shares = ", ".join(f"{name} {common.fmt_time(med[k])}" for name, k in
+                       sorted((("sort", "index"), ("sense", "sense"), ("respond", "respond"), ("accept", "accept")),
+                              key=lambda t: -med[t[1]]))
+    under = (f"under 50 % of the floor, for the reasons given at its phases above; by time: {shares}"
+             if n * step_floor / med["tcell_step"] < HALF_FLOOR * bandwidth else f"by time: {shares}")
     rate = n / med["tcell_step"]
     verdict = "meets" if rate >= TARGET_AGENT_UPDATES_PER_S else "below"
     mix = res["mix"]
@@ -504,12 +514,15 @@ def rows_for_size(layout: Layout, res: dict, floors: dict, backend, bandwidth: f
     step = add("tcell_step", "**T-cell step (sort + sense + respond + accept)**", med["tcell_step"], n, step_floor,
                "agent", None,
                f"{verdict} the target of {TARGET_AGENT_UPDATES_PER_S:.0e} agent-updates/s "
-               f"({rate / TARGET_AGENT_UPDATES_PER_S:.2g}× it); {mix_note}")
+               f"({rate / TARGET_AGENT_UPDATES_PER_S:.2g}× it); {under}; {mix_note}")
     step.extra["target_agent_updates_per_s"] = TARGET_AGENT_UPDATES_PER_S
     add("apply", "cell operation, all phases (CellStep.apply: + tumour phases + bookkeeping)", med["apply"], n,
         step_floor + tumour_floor_agent, "agent", None,
         f"tumour phases {common.fmt_time(sum(med[p] for p in TUMOUR_PHASES))}, bookkeeping "
-        f"{common.fmt_time(med['rest'])} (host-side counts, recruitment, daughters; no floor counted)")
+        f"{common.fmt_time(med['rest'])} (no floor counted): recruitment kernel {common.fmt_time(med['recruit'])}, "
+        f"uid checks of the new T cells {common.fmt_time(med['check_new'])} (CellStep._check_new: "
+        f"`isin(new, store.uid)` hashes every uid of the store whenever a T cell is recruited or born), the rest "
+        f"(event counts, appends) {common.fmt_time(max(0.0, med['rest'] - med['recruit'] - med['check_new']))}")
     return rows
 
 
@@ -600,7 +613,8 @@ def breakdown_section(results: list[dict]) -> str:
     for r in results:
         med = r["res"]["median"]
         tot = med["apply"]
-        cells = " | ".join(f"{med[k] * 1e3:.3g} ({100 * med[k] / tot:.0f} %)" for k in keys)
+        cells = " | ".join(f"{med[k] * 1e3:.3g} ({100 * med[k] / tot:.0f} %)"
+                           + (f", uid checks {med['check_new'] * 1e3:.3g}" if k == "rest" else "") for k in keys)
         lines.append(f"| {count_label(r['layout'].n_agents)} | {cells} | {tot * 1e3:.3g} |")
     lines.append("\nSort parts (median ms): "
                  + "; ".join(f"{count_label(r['layout'].n_agents)}: "
@@ -651,12 +665,22 @@ def baseline_section(detail: dict | None) -> str:
              f"Set-up (with the steady-state field initialisation) {detail['setup_s']:.3g} s; "
              f"{detail['tcells']} T cells after the timed steps.\n",
              "| part | mean per step |", "|---|---|"]
-    for k in sorted(share, key=lambda k: (not k.startswith("op:"), k)):
-        if k.startswith("op:") or k in ("index", "sense", "tumor_fate", "tumor_propose", "tumor_claim", "respond",
-                                        "accept", "recruit"):
-            lines.append(f"| {k if k.startswith('op:') else '  cells · ' + k} | {common.fmt_time(share[k])} |")
-    lines.append("\n`op:*` are the simulation's operations (mg's 25 LOD sub-steps dominate `op:fields`; "
-                 "`benchmarks/bench_fields.py` breaks it down); `cells · *` the phases inside `op:cells`.\n")
+    phases = ("index", "sense", "tumor_fate", "tumor_propose", "tumor_claim", "respond", "accept", "recruit",
+              "check_new")
+    for k in sorted(k for k in share if k.startswith("op:")):
+        lines.append(f"| {k} | {common.fmt_time(share[k])} |")
+    for k in phases:
+        if k in share:
+            lines.append(f"| cells · {PHASE_TITLE.get(k, k)} | {common.fmt_time(share[k])} |")
+    tumour = sum(share.get(k, 0.0) for k in TUMOUR_PHASES)
+    tcell = sum(share.get(k, 0.0) for k in TCELL_STEP)
+    cells = share.get("op:cells", 0.0)
+    lines.append(f"\n`op:*` are the simulation's operations (mg's LOD sub-steps dominate `op:fields`; "
+                 "`benchmarks/bench_fields.py` breaks it down); `cells · *` the phases inside `op:cells`. "
+                 f"The tumour phases T1–T3 walk every voxel of the block (not only the tumour's bounding box), "
+                 f"so they take {common.fmt_time(tumour)} of op:cells' {common.fmt_time(cells)}, against "
+                 f"{common.fmt_time(tcell)} for the T-cell step of the ~1000 T cells. The 3-day figure is the "
+                 "start-of-run rate; the tumour and the T-cell population change over a run.\n")
     return "\n".join(lines)
 
 
