@@ -45,6 +45,7 @@ from benchmarks import common  # noqa: E402
 import gpusim  # noqa: E402
 from gpusim import state as state_mod  # noqa: E402
 from gpusim.agents import rules as R  # noqa: E402
+from gpusim.agents.cells import UID_CHECK_EVERY  # noqa: E402
 from gpusim.agents.spatial_index import write_counts  # noqa: E402
 from gpusim.agents.tcell_store import COLUMNS, STATE_COLUMNS, bytes_per_tcell  # noqa: E402
 from gpusim.backend import select_backend  # noqa: E402
@@ -127,16 +128,17 @@ RARE = {
 }
 #: why a phase falls short of its floor (written next to it when under 50 %)
 REASONS_CPU = {
-    "compact": "TCellStore.compact copies all 17 columns (95 B/agent) through boolean-mask temporaries on "
-               "every call, even when no T cell died, one thread (NumPy): ~4 × 95 B moved against the 1-B scan",
+    "compact": "TCellStore.compact scans the state column (1 B) and, only when a T cell died, moves the 12 "
+               "carried columns (69 B/agent) through boolean-mask temporaries, one thread (NumPy)",
     "voxels": "float32 divisions and floor/clamp per axis; 2 threads",
-    "sort_order": "serial counting sort (one thread: `_counting_order` is @njit without parallel): three "
-                  "passes over the per-voxel arrays, a random-order scatter into order[], fresh allocations",
-    "permute": "TCellStore.permute gathers each of the 17 columns (95 B/agent, scratch included) into a "
-               "NumPy temporary and copies it back, one thread: ~4 × 95 + 17 × 8 B moved",
+    "sort_order": "counting sort: the histogram, prefix sum and the stable scatter into order[] are serial "
+                  "(one thread), the per-voxel uid insertion sort is parallel; three passes over the per-voxel "
+                  "arrays, fresh allocations",
+    "permute": "TCellStore.permute gathers the 12 carried columns (69 B/agent) into spare buffers in "
+               "parallel and swaps them in; random-order reads of the source rows",
     "write_counts": "NumPy clip + astype + copy: three one-thread passes through int32/uint8 temporaries",
-    "sense": "compute-bound: A*(Mg) evaluates the project's FMA-proof float64 log (twice, ln K is not "
-             "precomputed) and exp per agent; engaged agents add a Philox4x32-10 draw and expm1",
+    "sense": "compute-bound: A*(Mg) by the integer-Hill product path and a float64 division per agent; "
+             "engaged agents add a Philox4x32-10 draw and expm1",
     "tumor_fate": "27-voxel gathers: every LIVE voxel reads 27 pairs of int64 offsets (with clamps, after "
                   "split_voxel's two int64 divisions) to count the hits of the few T cells around it",
     "tumor_propose": "Philox compute: one Philox4x32-10 draw and a prob_from_rate (expm1) per LIVE voxel",
@@ -148,9 +150,9 @@ REASONS_CPU = {
               "binned in the 27 voxels around its target",
 }
 REASONS_GPU = {
-    "compact": "boolean-mask compaction of 17 columns through CuPy temporaries (~4 × 95 B/agent), on every call",
+    "compact": "boolean-mask compaction of the 12 carried columns through CuPy temporaries, when a T cell died",
     "sort_order": "CuPy lexsort of (uid, voxel) (a multi-pass radix sort of two 64-bit keys) + bincount + cumsum",
-    "permute": "17 CuPy fancy-index gathers through temporaries, scratch columns included",
+    "permute": "12 CuPy take() gathers into spare buffers (the carried columns)",
     "write_counts": "clip + astype + copy: three kernels through temporaries",
 }
 PHASE_TITLE = {
@@ -520,8 +522,8 @@ def rows_for_size(layout: Layout, res: dict, floors: dict, backend, bandwidth: f
         step_floor + tumour_floor_agent, "agent", None,
         f"tumour phases {common.fmt_time(sum(med[p] for p in TUMOUR_PHASES))}, bookkeeping "
         f"{common.fmt_time(med['rest'])} (no floor counted): recruitment kernel {common.fmt_time(med['recruit'])}, "
-        f"uid checks of the new T cells {common.fmt_time(med['check_new'])} (CellStep._check_new: "
-        f"`isin(new, store.uid)` hashes every uid of the store whenever a T cell is recruited or born), the rest "
+        f"uid checks of the new T cells {common.fmt_time(med['check_new'])} (CellStep._check_new: among "
+        f"themselves; the whole store every {UID_CHECK_EVERY} steps), the rest "
         f"(event counts, appends) {common.fmt_time(max(0.0, med['rest'] - med['recruit'] - med['check_new']))}")
     return rows
 
@@ -648,8 +650,8 @@ def floors_section(floors: dict, layout: Layout) -> str:
               else f"{floor_per_agent(parts, vpa):.3g} B/agent")
         lines.append(f"| {PHASE_TITLE[ph]} | {fmt('r')} | {fmt('w')} | {parts['agent']} | {parts['voxel']} | {at} | "
                      f"{RARE.get(ph, '—')} |")
-    lines.append("\nThe sort's permutation need carry only the 61 B of state and the voxel (the scratch "
-                 "columns are rewritten before they are read each step); the store today moves all 95 B. "
+    lines.append("\nThe sort's permutation carries only the 61 B of state and the 8-B voxel (the scratch "
+                 "columns are rewritten before they are read each step). "
                  "Remarks per column are in the JSON (`rows[].extra.floor_parts`).\n")
     return "\n".join(lines)
 

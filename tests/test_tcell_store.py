@@ -10,8 +10,8 @@ import pytest
 from gpusim import rng
 from gpusim.agents.spatial_index import sort_by_voxel_uid, voxel_of, write_counts
 from gpusim.agents.tcell_store import (
-    COLUMNS, STATE_COLUMNS, STREAM_UIDS, UID_KIND_DAUGHTER, UID_KIND_INFUSED, UID_KIND_RECRUITED, TCellState,
-    TCellStore, bytes_per_tcell, check_unique, uid_daughter, uid_infused, uid_recruited)
+    CARRIED_COLUMNS, COLUMNS, STATE_COLUMNS, STREAM_UIDS, UID_KIND_DAUGHTER, UID_KIND_INFUSED,
+    UID_KIND_RECRUITED, TCellState, TCellStore, bytes_per_tcell, check_unique, uid_daughter, uid_infused, uid_recruited)
 from gpusim.backend import select_backend
 
 SHAPE = (5, 7, 9)  # nz, ny, nx: unequal, so a swapped axis shows
@@ -78,7 +78,7 @@ def test_compact_removes_exactly_the_dead_and_keeps_survivor_order(cpu):
     removed = store.compact()
     assert removed == 500 - len(alive) and store.n == len(alive)
     after = store.to_host()
-    for name in COLUMNS:
+    for name in CARRIED_COLUMNS:  # the scratch columns are not carried (rewritten every step)
         np.testing.assert_array_equal(after[name], before[name][alive], err_msg=name)
     assert not (after["state"] == TCellState.DEAD).any()
     assert store.compact() == 0  # idempotent
@@ -198,7 +198,7 @@ def test_sort_result_is_independent_of_initial_agent_order(cpu):
     ca, oa = sort_by_voxel_uid(a, DX_UM, SHAPE)
     cb, ob = sort_by_voxel_uid(b, DX_UM, SHAPE)
     ha, hb = a.to_host(), b.to_host()
-    for name in COLUMNS:  # bitwise, float columns viewed as raw bytes
+    for name in CARRIED_COLUMNS:  # bitwise, float columns viewed as raw bytes
         assert ha[name].tobytes() == hb[name].tobytes(), name
     assert ca.tobytes() == cb.tobytes() and oa.tobytes() == ob.tobytes()
 

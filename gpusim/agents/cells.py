@@ -219,12 +219,9 @@ class CellStep:
         self._append(pos, uids, lfa1)
 
     def _check_new(self, uids) -> None:
-        """New uids must be distinct among themselves and from every uid in the store."""
-        xp = self.backend.xp
-        new = self.backend.asarray(uids, np.uint64)
-        check_unique(new)
-        if self.store.n and bool(xp.isin(new, self.store.uid).any()):
-            check_unique(xp.concatenate((self.store.uid, new)))
+        """New uids must be distinct among themselves; against the whole store they are checked
+        every ``UID_CHECK_EVERY`` steps (a full check hashes every uid: too dear for every step)."""
+        check_unique(self.backend.asarray(uids, np.uint64))
 
     def _infuse(self, sim) -> None:
         st = sim.state

@@ -71,9 +71,25 @@ def recruit(m, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offs
                       voxel, flags, prop, tumor, chem, out_pos, out_flag)
 
 
+@numba.njit(parallel=True, cache=True)
+def _gather_2d(order, src, dst):
+    for i in numba.prange(order.shape[0]):
+        j = order[i]
+        for c in range(src.shape[1]):
+            dst[i, c] = src[j, c]
+
+
+def gather_rows(order, src, dst) -> None:
+    """dst[i] = src[order[i]] for a 1D or (n, k) column (a parallel gather)."""
+    if src.ndim == 1:
+        _gather_2d(order, src.reshape(-1, 1), dst.reshape(-1, 1))
+    else:
+        _gather_2d(order, src, dst)
+
+
 @numba.njit(cache=True)
 def _counting_order(voxel, uid, counts, offsets, order):
-    """Stable counting sort by voxel, then each voxel's few agents by uid (insertion sort)."""
+    """Stable counting sort by voxel (serial: the scatter into ``order`` is in input order)."""
     n = voxel.shape[0]
     nvox = counts.shape[0]
     for v in range(nvox):
@@ -88,7 +104,12 @@ def _counting_order(voxel, uid, counts, offsets, order):
         v = voxel[i]
         order[fill[v]] = i
         fill[v] += 1
-    for v in range(nvox):
+
+
+@numba.njit(parallel=True, cache=True)
+def _sort_segments(offsets, uid, order):
+    """Each voxel's rows by uid (insertion sort: a voxel holds a few T cells); voxels in parallel."""
+    for v in numba.prange(offsets.shape[0] - 1):
         lo = offsets[v]
         hi = offsets[v + 1]
         for a in range(lo + 1, hi):
@@ -107,4 +128,5 @@ def sort_order(voxel, uid, nvox):
     offsets = np.empty(nvox + 1, np.int64)
     order = np.empty(voxel.shape[0], np.int64)
     _counting_order(voxel, uid, counts, offsets, order)
+    _sort_segments(offsets, uid, order)
     return order, counts, offsets

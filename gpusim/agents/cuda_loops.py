@@ -103,6 +103,11 @@ accept = _launcher(_accept)
 recruit = _launcher(_recruit)
 
 
+def gather_rows(order, src, dst) -> None:
+    """dst[i] = src[order[i]] for a 1D or (n, k) device column."""
+    _xp(src).take(src, order, axis=0, out=dst)
+
+
 def sort_order(voxel, uid, nvox):
     """(order, counts, offsets) of the canonical (voxel, uid) order on the device.
 

@@ -50,7 +50,9 @@ APO_CLEAR_STEPS = 30  # steps a DEAD cell stays before it is cleared
 NEC_CLEAR_STEPS = 31  # steps a NECROTIC cell stays before it is cleared
 MG_KM = 32  # mM; Monod constant of Mg-dependent division (0: off)
 PRUNE = 33  # 1: vessel voxels surrounded by necrosis are removed
-NPARAM = 34
+HILL_INT = 34  # the Hill coefficient when it is an integer in [1, 8] (the product path), else 0
+K_HALF_POW = 35  # K_half^n by the product path (float32 roundings as the rule does), when HILL_INT > 0
+NPARAM = 36
 
 
 def _steps(minutes: float, dt: float) -> float:
@@ -103,4 +105,12 @@ def build(cfg) -> np.ndarray:
     p[NEC_CLEAR_STEPS] = _steps(tu.necrotic_clear_min, dt)
     p[MG_KM] = tu.mg_growth_km_mM
     p[PRUNE] = 1.0 if (cfg.vessels is not None and cfg.vessels.prune_in_necrosis) else 0.0
+    n = float(tc.lfa1.hill_n)
+    if n == int(n) and 1 <= n <= 8:
+        p[HILL_INT] = n
+        k = np.float64(np.float32(tc.lfa1.K_half_mM))
+        pw = k
+        for _ in range(int(n) - 1):
+            pw = np.float64(np.float32(pw * k))
+        p[K_HALF_POW] = pw
     return p

@@ -154,14 +154,23 @@ def capacity(tumor_state, p):
 def lfa1_target(mg, p):
     """A* = A_floor + (1 - A_floor) * Mg^n / (K^n + Mg^n) at ionised Mg ``mg`` mM (float32).
 
-    Mg^n/(K^n + Mg^n) = 1/(1 + exp(n*(ln K - ln Mg))); the exponent is rounded to float32 before the
+    For an integer n (the default 2) Mg^n/(K^n + Mg^n) comes from products (K^n precomputed the same
+    way); otherwise from 1/(1 + exp(n*(ln K - ln Mg))), the exponent rounded to float32 before the
     exp so no product meets an addition. Without an "mg" substrate A* = 1.
     """
     if p[P.HAS_MG] == _ZERO:
         return _ONE
     floor = p[P.A_FLOOR]
+    n_int = p[P.HILL_INT]
     if mg <= _ZERO:
         h = _ZERO
+    elif n_int > _ZERO:
+        # integer n: Mg^n by repeated products, each rounded to float32 (a conversion, never fused)
+        m = F64(mg)
+        pw = m
+        for _ in range(np.int64(n_int) - 1):
+            pw = F64(F32(pw * m))
+        h = F32(pw / (F64(p[P.K_HALF_POW]) + pw))
     else:
         t = F32(F64(p[P.HILL]) * (rng._log_f64(F64(p[P.K_HALF])) - rng._log_f64(F64(mg))))
         if t > F32(80.0):

@@ -93,6 +93,8 @@ COLUMNS = {
 #: the columns that carry state from step to step (the rest are per-step scratch)
 STATE_COLUMNS = ("pos_um", "dir", "uid", "state", "lfa1", "target", "timer_min", "kills", "function",
                  "div_timer", "births")
+#: the columns that permute and compact carry: the state and the sort's voxel column
+CARRIED_COLUMNS = STATE_COLUMNS + ("voxel",)
 
 
 def bytes_per_tcell(columns=None) -> int:
@@ -113,6 +115,7 @@ class TCellStore:
         self.backend = backend
         self.n = 0
         self._buf = {}
+        self._spare = {}  # permute's double buffers, allocated on first use
         self._allocate(max(int(capacity), 1))
 
     def _allocate(self, capacity: int) -> None:
@@ -122,6 +125,7 @@ class TCellStore:
         for name, old in self._buf.items():
             new[name][: self.n] = old[: self.n]
         self._buf = new
+        self._spare = {}
         self.capacity = capacity
 
     def __len__(self) -> int:
@@ -166,18 +170,33 @@ class TCellStore:
         return rows
 
     def permute(self, order) -> None:
-        """Reorder the live rows: row i becomes old row ``order[i]`` in every column."""
-        for name, buf in self._buf.items():
-            buf[: self.n] = buf[: self.n][order]
+        """Reorder the live rows: row i becomes old row ``order[i]`` in every carried column
+        (``CARRIED_COLUMNS``; the per-step scratch columns are rewritten before they are read).
+
+        A parallel gather into a spare buffer that then swaps with the column (no copy back): one
+        read and one write per byte carried.
+        """
+        gather = self.backend.kernels("agents").gather_rows
+        for name in CARRIED_COLUMNS:
+            buf = self._buf[name]
+            spare = self._spare.get(name)
+            if spare is None or spare.shape != buf.shape:
+                spare = self.backend.xp.empty_like(buf)
+            gather(order, buf[: self.n], spare[: self.n])
+            self._buf[name], self._spare[name] = spare, buf
 
     def compact(self) -> int:
         """Remove DEAD agents, keeping the survivors' order (stable); returns how many were removed.
 
-        Boolean-mask indexing keeps the order of the selected rows on numpy and cupy alike.
+        Boolean-mask indexing keeps the order of the selected rows on numpy and cupy alike. Only the
+        carried columns move (``CARRIED_COLUMNS``); nothing moves when no agent is DEAD.
         """
         keep = self._buf["state"][: self.n] != np.uint8(TCellState.DEAD)
         m = int(keep.sum())
-        for buf in self._buf.values():
+        if m == self.n:
+            return 0
+        for name in CARRIED_COLUMNS:
+            buf = self._buf[name]
             buf[:m] = buf[: self.n][keep]
         removed = self.n - m
         self.n = m
