@@ -33,6 +33,23 @@ UID_CHECK_EVERY = 64
 _OCCURRENCES_PER_EVENT = 1 << 16
 
 
+def active_box(tumor):
+    """The box (z0, y0, x0, bz, by, bx) of int64 around every non-EMPTY voxel, grown by one voxel and
+    clipped to the grid, or None when the lattice is empty. Every lattice event of a step happens in
+    it: deaths and clearance at occupied voxels, divisions into their neighbours, pruning of vessels
+    next to necrosis; outside it the lattice rules would change nothing."""
+    occupied = tumor != R.EMPTY
+    spans = []
+    for axes in ((1, 2), (0, 2), (0, 1)):
+        idx = occupied.any(axis=axes).nonzero()[0]
+        if idx.shape[0] == 0:
+            return None
+        spans.append((int(idx[0]), int(idx[-1])))
+    lo = [max(a - 1, 0) for a, _ in spans]
+    hi = [min(b + 2, n) for (_, b), n in zip(spans, tumor.shape)]
+    return tuple(np.int64(v) for v in (*lo, *(h - l for l, h in zip(lo, hi))))
+
+
 class CellStep:
     """Operation advancing the tumour lattice and the T cells by one step."""
 
@@ -132,13 +149,15 @@ class CellStep:
         damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
         event, div_dir, n_tumor = st.tumor_event.reshape(-1), st.div_dir.reshape(-1), st.n_tumor.reshape(-1)
         vessel = self._vessels(sim)
-        nvox = np.int64(self.nvox)
         k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.hit, s.timer_min, s.div_timer, mg)
-        k.tumor_fate(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, self.offsets,
-                     s.state, s.target, s.hit, o2)
-        k.tumor_propose(nvox, seed, step, p, nz, ny, nx, tumor, vessel, self.counts, div_dir, o2, mg)
-        k.tumor_claim(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
-                      n_tumor)
+        event[...] = 0
+        box = active_box(st.tumor)
+        if box is not None:
+            k.tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, self.offsets,
+                         s.state, s.target, s.hit, o2)
+            k.tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, self.counts, div_dir, o2, mg)
+            k.tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+                          n_tumor)
         k.respond(n, seed, step, p, nz, ny, nx, self.offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
                   s.function, s.target, s.timer_min, s.kills, s.div_timer, s.hit, s.flags, s.prop, s.prio,
                   s.pos_new, tumor, event, chem)

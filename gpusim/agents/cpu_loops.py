@@ -24,26 +24,41 @@ def sense(n, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_t
         R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg)
 
 
+# The lattice phases walk a box of the grid (z0, y0, x0, bz, by, bx): the tumour's bounding box
+# grown by one voxel, where every lattice event of a step can happen (CellStep.apply).
 @numba.njit(parallel=True, cache=True)
-def tumor_fate(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
+def tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
                target, hit, o2):
-    for v in numba.prange(nvox):
-        R.tumor_fate_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
-                         state, target, hit, o2)
+    z0, y0, x0, bz, by, bx = box
+    for zi in numba.prange(bz):
+        z = z0 + zi
+        for y in range(y0, y0 + by):
+            for x in range(x0, x0 + bx):
+                R.tumor_fate_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
+                                 last_hit, since, event, offsets, state, target, hit, o2)
 
 
 @numba.njit(parallel=True, cache=True)
-def tumor_propose(nvox, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
-    for v in numba.prange(nvox):
-        R.tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+def tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+    z0, y0, x0, bz, by, bx = box
+    for zi in numba.prange(bz):
+        z = z0 + zi
+        for y in range(y0, y0 + by):
+            for x in range(x0, x0 + bx):
+                R.tumor_propose_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel,
+                                    counts, div_dir, o2, mg)
 
 
 @numba.njit(parallel=True, cache=True)
-def tumor_claim(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+def tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
                 n_tumor):
-    for v in numba.prange(nvox):
-        R.tumor_claim_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
-                          div_dir, n_tumor)
+    z0, y0, x0, bz, by, bx = box
+    for zi in numba.prange(bz):
+        z = z0 + zi
+        for y in range(y0, y0 + by):
+            for x in range(x0, x0 + bx):
+                R.tumor_claim_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
+                                  last_hit, since, event, vessel, div_dir, n_tumor)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -32,28 +32,42 @@ def _sense(n, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_
         R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg)
 
 
+@cuda.jit(device=True)
+def _box_voxel(i, box, ny, nx):
+    """(v, z, y, x) of the i-th voxel of box (z0, y0, x0, bz, by, bx), x fastest."""
+    plane = box[4] * box[5]
+    zi = i // plane
+    r = i - zi * plane
+    yi = r // box[5]
+    z, y, x = box[0] + zi, box[1] + yi, box[2] + (r - yi * box[5])
+    return (z * ny + y) * nx + x, z, y, x
+
+
 @cuda.jit
-def _tumor_fate(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
+def _tumor_fate(nbox, box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
                 target, hit, o2):
-    v = cuda.grid(1)
-    if v < nvox:
-        R.tumor_fate_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
+    i = cuda.grid(1)
+    if i < nbox:
+        v, z, y, x = _box_voxel(i, box, ny, nx)
+        R.tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
                          state, target, hit, o2)
 
 
 @cuda.jit
-def _tumor_propose(nvox, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
-    v = cuda.grid(1)
-    if v < nvox:
-        R.tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+def _tumor_propose(nbox, box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+    i = cuda.grid(1)
+    if i < nbox:
+        v, z, y, x = _box_voxel(i, box, ny, nx)
+        R.tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
 
 
 @cuda.jit
-def _tumor_claim(nvox, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+def _tumor_claim(nbox, box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
                  n_tumor):
-    v = cuda.grid(1)
-    if v < nvox:
-        R.tumor_claim_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
+    i = cuda.grid(1)
+    if i < nbox:
+        v, z, y, x = _box_voxel(i, box, ny, nx)
+        R.tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
                           div_dir, n_tumor)
 
 
@@ -93,11 +107,19 @@ def _launcher(kernel):
     return launch
 
 
+def _box_launcher(kernel):
+    def launch(box, *args):
+        n = int(box[3]) * int(box[4]) * int(box[5])
+        if n > 0:
+            kernel[_grid(n), _THREADS](np.int64(n), box, *args)
+    return launch
+
+
 voxels = _launcher(_voxels)
 sense = _launcher(_sense)
-tumor_fate = _launcher(_tumor_fate)
-tumor_propose = _launcher(_tumor_propose)
-tumor_claim = _launcher(_tumor_claim)
+tumor_fate = _box_launcher(_tumor_fate)
+tumor_propose = _box_launcher(_tumor_propose)
+tumor_claim = _box_launcher(_tumor_claim)
 respond = _launcher(_respond)
 accept = _launcher(_accept)
 recruit = _launcher(_recruit)

@@ -245,9 +245,8 @@ def tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, ti
 # T1-T3: the tumour lattice
 # ==================================================================================================
 @register_jitable
-def _hits_on(v, nz, ny, nx, offsets, state, target, hit):
-    """Hits aimed at voxel ``v`` this step, gathered from the T cells binned in its 27 voxels."""
-    z, y, x = split_voxel(v, ny, nx)
+def _hits_on(v, z, y, x, nz, ny, nx, offsets, state, target, hit):
+    """Hits aimed at voxel ``v`` = (z, y, x) this step, gathered from the T cells binned in its 27 voxels."""
     n = 0
     for zz in range(max(z - 1, 0), min(z + 2, nz)):
         for yy in range(max(y - 1, 0), min(y + 2, ny)):
@@ -270,13 +269,13 @@ def _o2_fraction(o2, lo, hi):
 
 
 @register_jitable
-def tumor_fate_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event,
+def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event,
                    offsets, state, target, hit, o2):
-    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of one voxel."""
+    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of voxel ``v`` = (z, y, x)."""
     s = tumor[v]
     ev = 0
     if s == LIVE:
-        n_hits = _hits_on(v, nz, ny, nx, offsets, state, target, hit)
+        n_hits = _hits_on(v, z, y, x, nz, ny, nx, offsets, state, target, hit)
         d = np.int64(damage[v])
         if n_hits > 0:
             ev |= EV_HIT
@@ -335,7 +334,7 @@ def _weight(dz, dy, dx):
 
 
 @register_jitable
-def tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
     """T2: a LIVE cell draws a division (rate modulated by O2 and optionally Mg) and proposes a free
     neighbour among 26, chosen with weight 1/distance; ``div_dir[v]`` = neighbour code or -1."""
     div_dir[v] = -1
@@ -356,7 +355,6 @@ def tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_d
     if rng.u01(r0) >= prob:
         return
     cap_t = np.int64(p[P.CAP_T])
-    z, y, x = split_voxel(v, ny, nx)
     total = _ZERO
     for dz in range(-1, 2):
         for dy in range(-1, 2):
@@ -387,11 +385,10 @@ def tumor_propose_one(v, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_d
 
 
 @register_jitable
-def tumor_claim_one(v, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
-                    n_tumor):
+def tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
+                    div_dir, n_tumor):
     """T3: an EMPTY voxel takes, among its neighbours' proposals aimed at it, the one with the smallest
     (hash, source voxel); prunes a vessel voxel with >= 13 NECROTIC neighbours; writes n_tumor."""
-    z, y, x = split_voxel(v, ny, nx)
     if tumor[v] == EMPTY and vessel[v] == 0:
         best_h = U64(0)
         best_w = np.int64(-1)
