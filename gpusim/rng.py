@@ -51,16 +51,16 @@ STREAM_SETUP = 4  # vessel networks and initial placement
 
 # --- purposes (the counter's last word is purpose << 16 | draw; each must be < 2**16) ------------
 PURPOSE_MOVE_DIR = 1  # new persistent-walk direction
-PURPOSE_TURN = 2  # whether the direction is renewed this step
-PURPOSE_ENGAGE = 3  # free T cell engages a neighbouring tumour cell
-PURPOSE_TARGET = 4  # which tumour cell among the candidates
-PURPOSE_HIT = 5  # engaged T cell delivers a hit
-PURPOSE_SYNAPSE = 6  # sampled synapse duration
+PURPOSE_TURN = 2  # reserved (the turn decision is word 3 of the PURPOSE_ENGAGE draw)
+PURPOSE_ENGAGE = 3  # free T cell: engage (word 0), target (1), synapse time (2), turn (3)
+PURPOSE_TARGET = 4  # reserved (the target is word 1 of the PURPOSE_ENGAGE draw)
+PURPOSE_HIT = 5  # per-step T-cell draw: word 0 the hit of an engaged cell, word 1 apoptosis
+PURPOSE_SYNAPSE = 6  # reserved (the synapse time is word 2 of the PURPOSE_ENGAGE draw)
 PURPOSE_PRIORITY = 7  # hashed priority for move claims and kill credit
 PURPOSE_DIVIDE = 8  # tumour cell or T cell divides
 PURPOSE_DIVIDE_DIR = 9  # which free neighbour receives the daughter
 PURPOSE_NECROSIS = 10  # hypoxic tumour cell turns necrotic
-PURPOSE_APOPTOSIS = 11  # apoptosis
+PURPOSE_APOPTOSIS = 11  # tumour-cell apoptosis (voxel stream; T cells use word 1 of PURPOSE_HIT)
 PURPOSE_RECRUIT = 12  # T-cell recruitment at a vessel voxel
 PURPOSE_PROLIF = 13  # T-cell proliferation after a kill
 PURPOSE_VESSEL = 14  # random vessel network (setup)

@@ -162,6 +162,7 @@ class Simulation:
             st.since = xp.zeros(shape, dtype=xp.int32)
             st.tumor_event = xp.zeros(shape, dtype=xp.uint8)
             st.div_dir = xp.full(shape, -1, dtype=xp.int8)
+            st.hit_mark = xp.zeros(shape, dtype=xp.uint8)
         if cfg.tcells is not None:
             st.n_tcell = xp.zeros(shape, dtype=xp.uint8)
         return st
@@ -260,6 +261,7 @@ class Simulation:
         st.tumor[...] = be.asarray(a)
         st.n_tumor[...] = be.asarray((a == LIVE).astype(np.uint8))
         st.damage[...] = 0
+        st.hit_mark[...] = 0
         st.last_hit[...] = st.step
         st.since[...] = st.step
 

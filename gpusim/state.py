@@ -14,8 +14,8 @@ import numpy as np
 # float64 scratch of the steady (multigrid) solver per voxel: iterate, right side, diagonal, residual,
 # with the coarse levels adding 1/7 more.
 _STEADY_BYTES_PER_VOXEL = 4 * 8 * 8 / 7
-# uint8 state, damage, event; int8 division proposal; int32 last-hit and state clocks
-_LATTICE_BYTES = 1 + 1 + 1 + 1 + 4 + 4
+# uint8 state, damage, event, hit mark; int8 division proposal; int32 last-hit and state clocks
+_LATTICE_BYTES = 1 + 1 + 1 + 1 + 1 + 4 + 4
 
 
 def bytes_per_voxel(cfg) -> dict:
@@ -69,6 +69,7 @@ class State:
     since: object = None  # int32 step the current state began (clearance clock)
     tumor_event: object = None  # uint8 what happened this step (rules.EV_* bits)
     div_dir: object = None  # int8 scratch: this step's division proposal (neighbour code or -1)
+    hit_mark: object = None  # uint8 scratch: 1 where a T cell aimed a hit this step (cleared by T1)
     sources: dict = field(default_factory=dict)  # substrate -> float32 source (unit/min) or None
     step: int = 0
     time_min: float = 0.0

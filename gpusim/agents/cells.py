@@ -149,12 +149,14 @@ class CellStep:
         damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
         event, div_dir, n_tumor = st.tumor_event.reshape(-1), st.div_dir.reshape(-1), st.n_tumor.reshape(-1)
         vessel = self._vessels(sim)
-        k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.hit, s.timer_min, s.div_timer, mg)
+        hit_mark = st.hit_mark.reshape(-1)
+        k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.target, s.hit, s.flags, s.prop,
+                s.timer_min, s.div_timer, hit_mark, mg)
         event[...] = 0
         box = active_box(st.tumor)
-        if box is not None:
+        if box is not None:  # targets are LIVE, so inside the box: T1 clears every mark A1 set
             k.tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, self.offsets,
-                         s.state, s.target, s.hit, o2)
+                         s.state, s.target, s.hit, hit_mark, o2)
             k.tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, self.counts, div_dir, o2, mg)
             k.tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
                           n_tumor)

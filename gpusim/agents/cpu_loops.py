@@ -19,23 +19,25 @@ def voxels(n, dx, nz, ny, nx, pos, voxel):
 
 
 @numba.njit(parallel=True, cache=True)
-def sense(n, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg):
+def sense(n, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flags, prop, timer, div_timer,
+          hit_mark, mg):
     for i in numba.prange(n):
-        R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg)
+        R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flags, prop, timer,
+                          div_timer, hit_mark, mg)
 
 
 # The lattice phases walk a box of the grid (z0, y0, x0, bz, by, bx): the tumour's bounding box
 # grown by one voxel, where every lattice event of a step can happen (CellStep.apply).
 @numba.njit(parallel=True, cache=True)
 def tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
-               target, hit, o2):
+               target, hit, hit_mark, o2):
     z0, y0, x0, bz, by, bx = box
     for zi in numba.prange(bz):
         z = z0 + zi
         for y in range(y0, y0 + by):
             for x in range(x0, x0 + bx):
                 R.tumor_fate_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
-                                 last_hit, since, event, offsets, state, target, hit, o2)
+                                 last_hit, since, event, offsets, state, target, hit, hit_mark, o2)
 
 
 @numba.njit(parallel=True, cache=True)

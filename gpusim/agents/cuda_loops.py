@@ -26,10 +26,12 @@ def _voxels(n, dx, nz, ny, nx, pos, voxel):
 
 
 @cuda.jit
-def _sense(n, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg):
+def _sense(n, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flags, prop, timer, div_timer,
+          hit_mark, mg):
     i = cuda.grid(1)
     if i < n:
-        R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg)
+        R.tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flags, prop, timer,
+                          div_timer, hit_mark, mg)
 
 
 @cuda.jit(device=True)
@@ -45,12 +47,12 @@ def _box_voxel(i, box, ny, nx):
 
 @cuda.jit
 def _tumor_fate(nbox, box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
-                target, hit, o2):
+                target, hit, hit_mark, o2):
     i = cuda.grid(1)
     if i < nbox:
         v, z, y, x = _box_voxel(i, box, ny, nx)
         R.tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
-                         state, target, hit, o2)
+                         state, target, hit, hit_mark, o2)
 
 
 @cuda.jit

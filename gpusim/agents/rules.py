@@ -8,7 +8,8 @@ writes, so items may run in any order and on any number of threads (gather, neve
 ======  ==========================================  =====================================================
 phase   per                                          does
 ======  ==========================================  =====================================================
-A1      T cell                                       LFA-1 relaxes to A*(Mg); engaged cells draw a hit
+A1      T cell                                       apoptosis; LFA-1 relaxes to A*(Mg); engaged cells draw
+                                                     a hit and mark their target
 T1      voxel                                        a LIVE cell sums the hits aimed at it (from the T cells
                                                      binned in its 27 voxels), dies at hits_to_kill,
                                                      repairs a hit after hit_recovery_min, turns necrotic
@@ -21,7 +22,7 @@ A2      T cell                                       synapse end / kill credit /
                                                      engage a LIVE cell among 27 voxels or propose a move
 A3      T cell                                       a proposal into voxel w is accepted when its rank by
                                                      (hash, uid) among all proposals into w is below the
-                                                     free capacity of w; apoptosis
+                                                     free capacity of w
 R       vessel voxel                                 recruitment where the voxel's capacity allows
 ======  ==========================================  =====================================================
 
@@ -222,10 +223,24 @@ def field_at(f, v, has):
 # A1: sensing and hits
 # ==================================================================================================
 @register_jitable
-def tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, timer, div_timer, mg):
-    """LFA-1 relaxation toward A*(Mg at the agent's voxel); an engaged T cell draws its hit."""
+def tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flags, prop, timer,
+                    div_timer, hit_mark, mg):
+    """A1: apoptosis (at the start of the step); LFA-1 relaxation toward A*(Mg at the agent's voxel);
+    an engaged T cell draws its hit and marks its target voxel in ``hit_mark``.
+
+    The mark is an idempotent write (every writer stores 1), so it needs no atomics and no order; it
+    only tells phase T1 which voxels must gather their hits. One Philox draw per agent: word 0 decides
+    the hit, word 1 apoptosis.
+    """
     hit[i] = 0
+    flags[i] = 0
+    prop[i] = -1
     if state[i] == TDEAD:
+        return
+    r0, r1, _r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_HIT, 0)
+    if p[P.P_APO] > _ZERO and rng.u01(r1) < p[P.P_APO]:
+        state[i] = TDEAD
+        flags[i] = FL_DIED
         return
     a_star = lfa1_target(field_at(mg, voxel[i], p[P.HAS_MG]), p)
     a = lfa1_relax(lfa1[i], a_star, p[P.RELAX])
@@ -233,9 +248,9 @@ def tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, hit, ti
     if state[i] == ENGAGED:
         rate = (p[P.K_HIT] * a) * function[i]
         prob = rng.prob_from_rate(rate, p[P.DT])
-        r0, _r1, _r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_HIT, 0)
         if rng.u01(r0) < prob:
             hit[i] = 1
+            hit_mark[target[i]] = 1
         timer[i] = timer[i] - p[P.DT]
     if div_timer[i] != NO_DIV:
         div_timer[i] = div_timer[i] - p[P.DT]
@@ -270,12 +285,16 @@ def _o2_fraction(o2, lo, hi):
 
 @register_jitable
 def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event,
-                   offsets, state, target, hit, o2):
-    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of voxel ``v`` = (z, y, x)."""
+                   offsets, state, target, hit, hit_mark, o2):
+    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of voxel ``v`` = (z, y, x).
+    Hits are gathered only where A1 marked the voxel as a target; the mark is cleared here."""
     s = tumor[v]
     ev = 0
     if s == LIVE:
-        n_hits = _hits_on(v, z, y, x, nz, ny, nx, offsets, state, target, hit)
+        n_hits = 0
+        if hit_mark[v] != 0:
+            n_hits = _hits_on(v, z, y, x, nz, ny, nx, offsets, state, target, hit)
+            hit_mark[v] = 0
         d = np.int64(damage[v])
         if n_hits > 0:
             ev |= EV_HIT
@@ -487,8 +506,6 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
                       tumor, event, chem):
     """A2: end synapses (target dead, or its time up) with kill credit and proliferation; a free T cell
     proposes a division, engages a LIVE neighbour, or proposes a move (persistent walk + chemotaxis)."""
-    flags[i] = 0
-    prop[i] = -1
     s = state[i]
     if s == TDEAD:
         return
@@ -507,10 +524,10 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
                     r0, _r1, _r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_PROLIF, 0)
                     if rng.u01(r0) < p[P.P_PROLIF]:
                         div_timer[i] = p[P.DIV_DELAY]
-            flags[i] = fl
+            flags[i] = flags[i] | fl
         elif timer[i] <= _ZERO:
             state[i] = FREE
-            flags[i] = FL_DISENGAGED
+            flags[i] = flags[i] | FL_DISENGAGED
         return
     # free
     if div_timer[i] <= _ZERO:  # a division is due: it competes for room in this voxel (phase A3)
@@ -518,25 +535,25 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
         h0, _h1, _h2, _h3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_PRIORITY, 0)
         prio[i] = h0
         return
+    # one draw for a free T cell: word 0 engages, 1 picks the target, 2 the synapse time, 3 the turn
+    r0, r1, r2, r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_ENGAGE, 0)
     n_live = _live_neighbours(v, nz, ny, nx, tumor, -1)
     if n_live > 0 and p[P.K_ON] > _ZERO:
         rate = (p[P.K_ON] * lfa1[i]) * function[i]
         prob = rng.prob_from_rate(rate, p[P.DT])
-        r0, r1, r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_ENGAGE, 0)
         if rng.u01(r0) < prob:
             k = np.int64((U64(r1) * U64(n_live)) >> U64(32))  # uniform in [0, n_live), exact
             target[i] = _live_neighbours(v, nz, ny, nx, tumor, k)
             state[i] = ENGAGED
             timer[i] = F32(-p[P.SYNAPSE] * rng.log_f32(rng.u01_open(r2)))
             function[i] = function[i] * p[P.KEEP_FN]
-            flags[i] = FL_ENGAGED
+            flags[i] = flags[i] | FL_ENGAGED
             return
     if p[P.SPEED_STEP] <= _ZERO:
         return
     # persistent direction, renewed at rate 1/persistence
     dz, dy, dx = direction[i, 0], direction[i, 1], direction[i, 2]
-    r0, _r1, _r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_TURN, 0)
-    if rng.u01(r0) < p[P.P_TURN] or (dz == _ZERO and dy == _ZERO and dx == _ZERO):
+    if rng.u01(r3) < p[P.P_TURN] or (dz == _ZERO and dy == _ZERO and dx == _ZERO):
         dz, dy, dx = random_direction(seed, uid[i], step)
         direction[i, 0] = dz
         direction[i, 1] = dy
@@ -600,8 +617,8 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
 def tcell_accept_one(i, seed, step, p, nz, ny, nx, offsets, counts, uid, state, voxel, pos, div_timer,
                      flags, prop, prio, pos_new, tumor):
     """A3: a proposal into voxel w (a move, or a division in the agent's own voxel) is accepted when
-    fewer than (capacity(w) - T cells in w) proposals into w rank before it by (hash, uid); T-cell
-    apoptosis. Occupants leaving w do not free room this step (conservative, so never over capacity)."""
+    fewer than (capacity(w) - T cells in w) proposals into w rank before it by (hash, uid). Occupants
+    leaving w do not free room this step (conservative, so never over capacity)."""
     if state[i] == TDEAD:
         return
     w = prop[i]
@@ -627,11 +644,6 @@ def tcell_accept_one(i, seed, step, p, nz, ny, nx, offsets, counts, uid, state, 
                     pos[i, 1] = pos_new[i, 1]
                     pos[i, 2] = pos_new[i, 2]
                     flags[i] = flags[i] | FL_MOVED
-    if p[P.P_APO] > _ZERO:
-        r0, _r1, _r2, _r3 = rng.philox_agent(seed, rng.STREAM_AGENTS, uid[i], step, rng.PURPOSE_APOPTOSIS, 0)
-        if rng.u01(r0) < p[P.P_APO]:
-            state[i] = TDEAD
-            flags[i] = flags[i] | FL_DIED
 
 
 # ==================================================================================================
