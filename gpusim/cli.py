@@ -18,7 +18,9 @@ from rich.text import Text
 from . import scenarios
 from .backend import BackendError
 from .agents.cells import summarize
+from .agents.placement import PlacementError
 from .config import Config, ConfigError, parse_override
+from .vessels import VesselFileError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
         if args.command == "info":
             return _cmd_info(args, console)
         return _cmd_run(args, console)
-    except (ConfigError, BackendError) as exc:
+    except (ConfigError, BackendError, VesselFileError, PlacementError) as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)))
         return 2
     except KeyboardInterrupt:

@@ -234,3 +234,24 @@ def test_readme_python_example_runs_and_reports_cells():
     assert ts["kills"].iloc[-1] > 0 and ts["tumor_live"].iloc[0] > 1000
     assert env["lattice"].shape == (40, 40, 40)
     assert env["cells"]["position_um"].shape == (len(env["cells"]["uid"]), 3)
+
+
+def test_cli_reports_a_placement_without_room_as_an_error_not_a_traceback(capsys):
+    # vessel voxels may hold no T cell at all: the initial T cells have nowhere to go
+    code = main(["run", "--scenario", "baseline", "--minutes", "1", "--no-progress",
+                 "--set", "grid.shape=[12,12,12]", "--set", "tumor.initial_radius_um=40",
+                 "--set", "vessels.kind=shell", "--set", "tcells.placement=vessels",
+                 "--set", "tcells.max_per_voxel=0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "tcells.initial_count" in err and "no free room" in err and "max_per_voxel" in err
+
+
+def test_cli_names_an_unusable_vessel_file_and_its_fix(tmp_path, capsys):
+    bad = tmp_path / "v.npy"
+    np.save(bad, np.ones((3, 3, 3), np.uint8))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'backend = "cpu"\n[grid]\nshape = [8, 8, 8]\n[vessels]\nkind = "file"\npath = "{bad}"\n')
+    assert main(["run", str(cfg), "--minutes", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "vessels.path" in err and "does not match grid.shape" in err
