@@ -128,8 +128,8 @@ RARE = {
 }
 #: why a phase falls short of its floor (written next to it when under 50 %)
 REASONS_CPU = {
-    "compact": "TCellStore.compact scans the state column (1 B) and, only when a T cell died, moves the 12 "
-               "carried columns (69 B/agent) through boolean-mask temporaries, one thread (NumPy)",
+    "compact": "not called by the step any more: the sort drops DEAD agents (a bin past the last voxel), "
+               "so this row reads 0",
     "voxels": "float32 divisions and floor/clamp per axis; 2 threads",
     "sort_order": "counting sort: the histogram, prefix sum and the stable scatter into order[] are serial "
                   "(one thread), the per-voxel uid insertion sort is parallel; three passes over the per-voxel "
@@ -150,7 +150,7 @@ REASONS_CPU = {
               "binned in the 27 voxels around its target",
 }
 REASONS_GPU = {
-    "compact": "boolean-mask compaction of the 12 carried columns through CuPy temporaries, when a T cell died",
+    "compact": "not called by the step any more: the sort drops DEAD agents",
     "sort_order": "CuPy lexsort of (uid, voxel) (a multi-pass radix sort of two 64-bit keys) + bincount + cumsum",
     "permute": "12 CuPy take() gathers into spare buffers (the carried columns)",
     "write_counts": "clip + astype + copy: three kernels through temporaries",
@@ -306,7 +306,7 @@ def instrument(sim, timer) -> None:
 def standalone_sort_parts(sim, sync) -> dict:
     """Seconds of the sort's two kernels and of the count write, on exactly the input the next
     ``CellStep.index`` sees (they are pure but for the voxel column, which the sort recomputes the same;
-    rows still DEAD until that compaction are included)."""
+    DEAD rows go to the extra bin, as in the step)."""
     cs = sim.cells
     st, store = sim.state, cs.store
     kern = store.backend.kernels("agents")
@@ -314,11 +314,12 @@ def standalone_sort_parts(sim, sync) -> dict:
     out = {}
     sync()
     t0 = time.perf_counter()
+    nvox = nz * ny * nx
     kern.voxels(np.int64(store.n), np.float32(st.dx_um), np.int64(nz), np.int64(ny), np.int64(nx),
-                store.pos_um, store.voxel)
+                store.pos_um, store.state, np.int64(nvox), store.voxel)
     sync()
     t1 = time.perf_counter()
-    order, _counts, _offsets = kern.sort_order(store.voxel, store.uid, nz * ny * nx)
+    order, _counts, _offsets = kern.sort_order(store.voxel, store.uid, nvox + 1)
     sync()
     t2 = time.perf_counter()
     write_counts(cs.counts, st.n_tcell)

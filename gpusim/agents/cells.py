@@ -6,7 +6,7 @@ they form one operation; each phase is one loop of the backend's ``agents`` kern
 (``cpu_loops`` or ``cuda_loops``). Between phases the host only appends new agents (daughters,
 recruits, infusions), whose uids come from their origin (DESIGN.md §2).
 
-Order within a step: infusions due -> remove dead T cells -> sort by (voxel, uid) and write the
+Order within a step: infusions due -> sort by (voxel, uid), dropping dead T cells, and write the
 per-voxel counts (which the field step's T-cell uptake reads) -> A1 -> T1 -> T2 -> T3 -> A2 -> A3 ->
 R -> append daughters and recruits. The field operation runs after this one.
 """
@@ -119,9 +119,9 @@ class CellStep:
 
     # -- the step -------------------------------------------------------------------------------
     def index(self, sim) -> None:
-        """Remove dead T cells, sort by (voxel, uid), write per-voxel counts into ``state.n_tcell``."""
-        self.totals["tcells_died"] += self.store.compact()
-        self.counts, self.offsets = sort_by_voxel_uid(self.store, sim.state.dx_um, sim.state.shape)
+        """Sort by (voxel, uid) dropping dead T cells; write per-voxel counts into ``state.n_tcell``."""
+        self.counts, self.offsets = sort_by_voxel_uid(self.store, sim.state.dx_um, sim.state.shape, drop_dead=True)
+        self.totals["tcells_died"] += self.store.removed
         if sim.state.n_tcell is not None:
             write_counts(self.counts, sim.state.n_tcell)
 

@@ -13,9 +13,9 @@ from gpusim.agents import rules as R
 
 
 @numba.njit(parallel=True, cache=True)
-def voxels(n, dx, nz, ny, nx, pos, voxel):
+def voxels(n, dx, nz, ny, nx, pos, state, dead_bin, voxel):
     for i in numba.prange(n):
-        R.voxel_one(i, dx, nz, ny, nx, pos, voxel)
+        R.voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -139,10 +139,10 @@ def _sort_segments(offsets, uid, order):
             order[b + 1] = j
 
 
-def sort_order(voxel, uid, nvox):
-    """(order, counts, offsets) of the canonical (voxel, uid) order; O(n + voxels)."""
-    counts = np.empty(nvox, np.int32)
-    offsets = np.empty(nvox + 1, np.int64)
+def sort_order(voxel, uid, nbins):
+    """(order, counts, offsets) of the canonical (voxel, uid) order over ``nbins`` bins; O(n + bins)."""
+    counts = np.empty(nbins, np.int32)
+    offsets = np.empty(nbins + 1, np.int64)
     order = np.empty(voxel.shape[0], np.int64)
     _counting_order(voxel, uid, counts, offsets, order)
     _sort_segments(offsets, uid, order)

@@ -19,10 +19,10 @@ def _grid(n):
 
 
 @cuda.jit
-def _voxels(n, dx, nz, ny, nx, pos, voxel):
+def _voxels(n, dx, nz, ny, nx, pos, state, dead_bin, voxel):
     i = cuda.grid(1)
     if i < n:
-        R.voxel_one(i, dx, nz, ny, nx, pos, voxel)
+        R.voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel)
 
 
 @cuda.jit
@@ -132,16 +132,16 @@ def gather_rows(order, src, dst) -> None:
     _xp(src).take(src, order, axis=0, out=dst)
 
 
-def sort_order(voxel, uid, nvox):
-    """(order, counts, offsets) of the canonical (voxel, uid) order on the device.
+def sort_order(voxel, uid, nbins):
+    """(order, counts, offsets) of the canonical (voxel, uid) order over ``nbins`` bins on the device.
 
     uids are unique, so the (voxel, uid) order is one permutation whatever sort makes it: this
     lexsort gives exactly the permutation of the CPU counting sort.
     """
     xp = _xp(voxel)
     order = xp.lexsort(xp.stack((uid, voxel.astype(xp.uint64))))
-    counts = xp.bincount(voxel, minlength=nvox).astype(xp.int32)
-    offsets = xp.zeros(nvox + 1, dtype=xp.int64)
+    counts = xp.bincount(voxel, minlength=nbins).astype(xp.int32)
+    offsets = xp.zeros(nbins + 1, dtype=xp.int64)
     offsets[1:] = xp.cumsum(counts, dtype=xp.int64)
     return order, counts, offsets
 

@@ -703,6 +703,10 @@ def recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, 
 
 
 @register_jitable
-def voxel_one(i, dx, nz, ny, nx, pos, voxel):
-    """The voxel of agent ``i`` (for the spatial index)."""
-    voxel[i] = voxel_of_pos(pos[i, 0], pos[i, 1], pos[i, 2], dx, nz, ny, nx)
+def voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel):
+    """The voxel of agent ``i`` (for the spatial index); a DEAD agent goes to ``dead_bin`` when that
+    is >= 0 (one bin past the last voxel, so the sort moves dead agents to the end)."""
+    if dead_bin >= 0 and state[i] == TDEAD:
+        voxel[i] = dead_bin
+    else:
+        voxel[i] = voxel_of_pos(pos[i, 0], pos[i, 1], pos[i, 2], dx, nz, ny, nx)

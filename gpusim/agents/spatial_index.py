@@ -27,12 +27,15 @@ def voxel_of(pos_um, dx_um, shape, xp=np):
     return (iz * ny + iy) * nx + ix
 
 
-def sort_by_voxel_uid(store, dx_um, shape):
-    """Permute every column of ``store`` into (voxel, uid) order; return ``(counts, offsets)``.
+def sort_by_voxel_uid(store, dx_um, shape, drop_dead: bool = False):
+    """Permute every carried column of ``store`` into (voxel, uid) order; return ``(counts, offsets)``.
 
     The ``voxel`` column is filled from the positions (the rules' ``voxel_of_pos``). ``counts``
     (int32, one per voxel) is how many T cells sit in each voxel; ``offsets`` (int64, n_voxels + 1)
-    is its exclusive cumulative sum, so voxel v holds rows ``offsets[v]:offsets[v+1]``.
+    is its exclusive cumulative sum, so voxel v holds rows ``offsets[v]:offsets[v+1]``. With
+    ``drop_dead`` the DEAD agents go to a bin past the last voxel and are cut off the end: the sort
+    is also the stable compaction (the survivors keep their (voxel, uid) order), in the same pass;
+    ``store.removed`` says how many.
 
     Why this is deterministic on every backend: uids are unique (``check_unique``), so no two agents
     share a (voxel, uid) key and the sorted order of the keys is a single, fully determined
@@ -44,10 +47,17 @@ def sort_by_voxel_uid(store, dx_um, shape):
     nz, ny, nx = (int(v) for v in shape)
     nvox = nz * ny * nx
     n = store.n
+    nbins = nvox + 1 if drop_dead else nvox
     voxel = store.voxel
-    kern.voxels(np.int64(n), np.float32(dx_um), np.int64(nz), np.int64(ny), np.int64(nx), store.pos_um, voxel)
-    order, counts, offsets = kern.sort_order(voxel, store.uid, nvox)
+    kern.voxels(np.int64(n), np.float32(dx_um), np.int64(nz), np.int64(ny), np.int64(nx), store.pos_um,
+                store.state, np.int64(nvox if drop_dead else -1), voxel)
+    order, counts, offsets = kern.sort_order(voxel, store.uid, nbins)
     store.permute(order)
+    store.removed = 0
+    if drop_dead:
+        store.removed = int(counts[nvox])
+        store.n -= store.removed
+        counts, offsets = counts[:nvox], offsets[: nvox + 1]
     return counts, offsets
 
 

@@ -114,6 +114,7 @@ class TCellStore:
     def __init__(self, backend, capacity: int = 1024):
         self.backend = backend
         self.n = 0
+        self.removed = 0  # DEAD agents the last sort dropped (spatial_index.sort_by_voxel_uid)
         self._buf = {}
         self._spare = {}  # permute's double buffers, allocated on first use
         self._allocate(max(int(capacity), 1))
