@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 
 import gpusim
-from gpusim.agents import rules as R
-from gpusim.agents.tcell_store import STATE_COLUMNS
+from test_cells_determinism import state_of, step_counting_moves  # the one definition of "state"
 
 REPO_ROOT = Path(gpusim.__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
 STEPS = 5
-LATTICE = ("tumor", "damage", "last_hit", "since", "n_tumor", "n_tcell", "vessel")
 
 
 def tiny_config() -> dict:
@@ -54,19 +52,8 @@ def run_tiny(kernels: str) -> dict:
         k = importlib.import_module(f"gpusim.agents.{kernels}")
         sim.cells.k = k  # the rule phases
         sim.backend._modules["agents"] = k  # the binning and sort of sort_by_voxel_uid too
-    moved = 0
-    for _ in range(STEPS):
-        sim.step()
-        moved += int(np.count_nonzero(sim.tcells.flags & R.FL_MOVED))
-    be, st = sim.backend, sim.state
-    host = sim.tcells.to_host()
-    out = {f"tcell_{c}": host[c] for c in STATE_COLUMNS}
-    for name in LATTICE:
-        out[f"lattice_{name}"] = be.to_host(getattr(st, name))
-    for name, f in st.fields.items():
-        out[f"field_{name}"] = be.to_host(f)
-    for name, values in sim.timeseries.items():
-        out[f"ts_{name}"] = np.asarray(values)
+    moved = step_counting_moves(sim, STEPS)
+    out = state_of(sim)
     for name, value in sim.cells.totals.items():
         out[f"total_{name}"] = np.array([value], np.int64)
     out["total_moved"] = np.array([moved], np.int64)

@@ -374,18 +374,19 @@ def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, coun
     if rng.u01(r0) >= prob:
         return
     cap_t = np.int64(p[P.CAP_T])
-    total = _ZERO
-    for dz in range(-1, 2):
-        for dy in range(-1, 2):
-            for dx in range(-1, 2):
-                zz, yy, xx = z + dz, y + dy, x + dx
-                if (dz == 0 and dy == 0 and dx == 0) or zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                    continue
-                if _free_for_daughter((zz * ny + yy) * nx + xx, tumor, vessel, counts, cap_t):
-                    total += _weight(dz, dy, dx)
+    total, _code = _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t, F32(-1.0))
     if total == _ZERO:
         return  # contact-inhibited
-    pick = rng.u01(r1) * total  # compared only: no FMA concern
+    _acc, code = _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t,
+                                  rng.u01(r1) * total)  # compared only: no FMA concern
+    div_dir[v] = code
+
+
+@register_jitable
+def _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t, pick):
+    """Walk the 26 neighbours in code order summing the 1/distance weights of the free ones; return
+    (sum, code of the first free neighbour where the running sum exceeds ``pick``) — with pick < 0,
+    (total, -1); when round-off leaves pick == total, the last free neighbour's code."""
     acc = _ZERO
     last = -1
     for dz in range(-1, 2):
@@ -397,10 +398,9 @@ def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, coun
                 if _free_for_daughter((zz * ny + yy) * nx + xx, tumor, vessel, counts, cap_t):
                     acc += _weight(dz, dy, dx)
                     last = (dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)
-                    if pick < acc:
-                        div_dir[v] = last
-                        return
-    div_dir[v] = last  # round-off left pick == total: the last free neighbour
+                    if pick >= _ZERO and pick < acc:
+                        return acc, last
+    return acc, (last if pick >= _ZERO else -1)
 
 
 @register_jitable
