@@ -458,3 +458,31 @@ def test_kernel_using_rng_compiles_to_ptx_for_sm90_without_libm():
     assert info["mul_wide_or_lo"] > 0
     # NVVM contracts into FMAs (why rng keeps every fusable product exact); not asserted, just reported
     print("fma.rn.f64 in PTX:", info["fma_f64"])
+
+
+@numba.njit(cache=True)
+def _fires_vs_full(u, rate, dt):
+    bad = 0
+    for i in range(u.shape[0]):
+        if rng.fires(u[i], rate[i], dt[i]) != (u[i] < rng.prob_from_rate(rate[i], dt[i])):
+            bad += 1
+    return bad
+
+
+def test_fires_takes_exactly_the_decision_of_the_full_probability():
+    g = np.random.default_rng(11)
+    n = 400_000
+    rate = (10.0 ** g.uniform(-12, 3, n)).astype(np.float32)
+    dt = g.choice(np.array([1.0, 0.5, 0.04, 1e-3], np.float32), n)
+    u = g.random(n, dtype=np.float32)
+    # the hardest draws: right at the probability, one float32 below it, and at the shortcut's bound
+    p = np.array([rng.prob_from_rate(r, d) for r, d in zip(rate[:2000], dt[:2000])], np.float32)
+    edge_rate = np.concatenate([rate[:2000]] * 4)
+    edge_dt = np.concatenate([dt[:2000]] * 4)
+    x = rate[:2000].astype(np.float64) * dt[:2000].astype(np.float64)
+    edge_u = np.concatenate([p, np.nextafter(p, np.float32(0)), np.nextafter(p, np.float32(1)),
+                             (x * (1 + 2.0**-22)).astype(np.float32)]).astype(np.float32)
+    all_u = np.concatenate([u, edge_u]).astype(np.float32)
+    assert _fires_vs_full(all_u, np.concatenate([rate, edge_rate]), np.concatenate([dt, edge_dt])) == 0
+    assert _fires_vs_full(np.array([0.0, 0.5], np.float32), np.array([0.0, -1.0], np.float32),
+                          np.array([1.0, 1.0], np.float32)) == 0

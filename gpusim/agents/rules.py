@@ -247,8 +247,7 @@ def tcell_sense_one(i, seed, step, p, uid, state, voxel, lfa1, function, target,
     lfa1[i] = a
     if state[i] == ENGAGED:
         rate = (p[P.K_HIT] * a) * function[i]
-        prob = rng.prob_from_rate(rate, p[P.DT])
-        if rng.u01(r0) < prob:
+        if rng.fires(rng.u01(r0), rate, p[P.DT]):
             hit[i] = 1
             hit_mark[target[i]] = 1
         timer[i] = timer[i] - p[P.DT]
@@ -313,9 +312,8 @@ def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hi
         if p[P.HAS_O2] != _ZERO and p[P.NEC_MAX] > _ZERO:
             frac = _ONE - _o2_fraction(o2[v], p[P.NEC_MAX_O2], p[P.NEC_THR])
             if frac > _ZERO:
-                prob = rng.prob_from_rate(p[P.NEC_MAX] * frac, p[P.DT])
                 r0, _r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_NECROSIS, 0)
-                if rng.u01(r0) < prob:
+                if rng.fires(rng.u01(r0), p[P.NEC_MAX] * frac, p[P.DT]):
                     tumor[v] = NECROTIC
                     since[v] = step
                     event[v] = ev | EV_NECROSIS
@@ -369,9 +367,8 @@ def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, coun
         rate = rate * (m / (p[P.MG_KM] + m))
     if rate <= _ZERO:
         return
-    prob = rng.prob_from_rate(rate, p[P.DT])
     r0, r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_DIVIDE, 0)
-    if rng.u01(r0) >= prob:
+    if not rng.fires(rng.u01(r0), rate, p[P.DT]):
         return
     cap_t = np.int64(p[P.CAP_T])
     total, _code = _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t, F32(-1.0))
@@ -540,8 +537,7 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
     n_live = _live_neighbours(v, nz, ny, nx, tumor, -1)
     if n_live > 0 and p[P.K_ON] > _ZERO:
         rate = (p[P.K_ON] * lfa1[i]) * function[i]
-        prob = rng.prob_from_rate(rate, p[P.DT])
-        if rng.u01(r0) < prob:
+        if rng.fires(rng.u01(r0), rate, p[P.DT]):
             k = np.int64((U64(r1) * U64(n_live)) >> U64(32))  # uniform in [0, n_live), exact
             target[i] = _live_neighbours(v, nz, ny, nx, tumor, k)
             state[i] = ENGAGED
@@ -688,9 +684,8 @@ def recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, 
         rate = rate * (c / (c + half_nM))
     if rate <= _ZERO:
         return
-    prob = rng.prob_from_rate(rate, p[P.DT])
     r0, r1, r2, r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_RECRUIT, 0)
-    if rng.u01(r0) >= prob:
+    if not rng.fires(rng.u01(r0), rate, p[P.DT]):
         return
     if occupancy_after_moves(v, nz, ny, nx, offsets, counts, voxel, flags, prop) >= capacity(tumor[v], p):
         return
