@@ -312,3 +312,15 @@ def test_recruitment_ignores_serum_mg_when_the_flag_is_off(tmp_path):
     p = float(rng.prob_from_rate(np.float32(RECRUIT_RATE), np.float32(1.0)))
     expected = m * steps * p
     assert abs(a[2].shape[0] - expected) < 4 * math.sqrt(expected * (1 - p))
+
+
+def test_placement_picks_the_same_slots_as_a_full_sort_of_the_keys():
+    from gpusim.agents.placement import smallest_slots
+
+    g = np.random.default_rng(5)
+    for n, count in ((1000, 10), (1000, 999), (1000, 1000), (5000, 1), (300, 0)):
+        h = g.integers(0, 50, n).astype(np.uint64)  # many equal hashes: the (voxel, slot) tie-break counts
+        voxel = g.integers(0, 40, n).astype(np.int64)
+        slot = g.integers(0, 4, n).astype(np.int64)
+        full = np.lexsort((slot, voxel, h))[:count]
+        assert np.array_equal(smallest_slots(h, voxel, slot, count), full), (n, count)

@@ -94,6 +94,23 @@ def _jitter(voxels, slots, seed, stream, salt, purpose, ny, nx, dx, out):
         out[a, 2] = R.jitter(x, r3, dx)
 
 
+def smallest_slots(h, voxel, slot, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest (hash, voxel, slot) keys, in that order: the first ``count``
+    of ``np.lexsort((slot, voxel, h))``, found by a partition (O(n)) and a sort of the chosen only,
+    so placing 10⁷ T cells among 10⁸ free slots does not sort 10⁸ keys."""
+    n = h.shape[0]
+    if count >= n:
+        return np.lexsort((slot, voxel, h))
+    if count <= 0:
+        return np.zeros(0, np.int64)
+    kth = np.partition(h, count - 1)[count - 1]
+    below = np.flatnonzero(h < kth)
+    tied = np.flatnonzero(h == kth)
+    tied = tied[np.lexsort((slot[tied], voxel[tied]))][: count - below.shape[0]]
+    chosen = np.concatenate((below, tied))
+    return chosen[np.lexsort((slot[chosen], voxel[chosen], h[chosen]))]
+
+
 def place(count: int, placement: str, shell_um, tumor_state: np.ndarray, vessel, occupancy: np.ndarray,
           cap: int, cap_tumor: int, dx_um: float, seed: int, stream: int, salt: int, purpose: int,
           what: str) -> np.ndarray:
@@ -114,7 +131,7 @@ def place(count: int, placement: str, shell_um, tumor_state: np.ndarray, vessel,
     ss = np.empty(total, np.int64)
     sh = np.empty(total, np.uint64)
     _slot_hashes(vox, free, np.uint64(seed), np.uint64(stream), np.int64(salt), np.int64(purpose), sv, ss, sh)
-    order = np.lexsort((ss, sv, sh))[: int(count)]
+    order = smallest_slots(sh, sv, ss, int(count))
     if order.shape[0] < count:
         log.warning("%s: only %d of %d T cells fit with placement %r (the rest would exceed capacity)",
                     what, order.shape[0], count, placement)
