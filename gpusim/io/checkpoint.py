@@ -1,0 +1,122 @@
+"""The complete state of a run as plain arrays and JSON-able values, and its exact restore.
+
+``capture(sim)`` returns ``(arrays, meta)``: every array that carries state from one step to the next
+(fields, vessel mask, tumour lattice, the T-cell store's state columns, the timeseries so far) as host
+NumPy arrays keyed by a path-like name, and ``meta``, the scalars (step, clock, cumulative counters,
+when each steady substrate was last solved, the config). ``restore(sim, arrays, meta)`` puts them into
+a Simulation built from the same config, on any backend, after which it continues bitwise as the
+captured run would have (DESIGN.md §2: the random numbers are counter-based, so there is no generator
+state to save). What is not captured is recomputed each step from what is: the sort, per-voxel T-cell
+counts, implant sources, serum values, per-step scratch.
+
+The on-disk form (two slots and an atomically replaced pointer in the Zarr run store) is the run
+store's; this module only defines what a checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from gpusim import rng
+from gpusim.agents.tcell_store import STATE_COLUMNS
+
+#: bump when what a checkpoint holds, or its meaning, changes
+CHECKPOINT_VERSION = 1
+LATTICE_ARRAYS = ("tumor", "damage", "last_hit", "since", "n_tumor")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored into this simulation (says why and what to do)."""
+
+
+def capture(sim) -> tuple[dict, dict]:
+    """Host copies of everything that carries state, and the scalars beside them."""
+    st, be = sim.state, sim.backend
+    arrays = {f"fields/{name}": be.to_host(f) for name, f in st.fields.items()}
+    if st.vessel is not None:
+        arrays["vessel"] = be.to_host(st.vessel)
+    if st.tumor is not None:
+        for name in LATTICE_ARRAYS:
+            arrays[f"lattice/{name}"] = be.to_host(getattr(st, name))
+    if sim.cells is not None:
+        host = sim.cells.store.to_host()
+        for name in STATE_COLUMNS:
+            arrays[f"tcells/{name}"] = host[name]
+    for name, values in sim.timeseries.items():
+        arrays[f"timeseries/{name}"] = values
+    meta = {
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "rng_scheme_version": rng.RNG_SCHEME_VERSION,
+        "config": sim.config.to_json(),
+        "step": int(st.step),
+        "time_min": float(st.time_min),
+        "last_steady_min": {k: float(v) for k, v in sim.field_update._last_steady.items()},
+        "cell_totals": dict(sim.cells.totals) if sim.cells is not None else {},
+        "manual_tcells": int(sim._manual_tcells),
+        "backend": be.name,
+    }
+    return arrays, meta
+
+
+def restore(sim, arrays: dict, meta: dict) -> None:
+    """Make ``sim`` (built from the checkpoint's config, on any backend) continue the captured run."""
+    version = meta.get("checkpoint_version")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint format version {version!r}; this gpusim reads version "
+                              f"{CHECKPOINT_VERSION}: use the gpusim that wrote it")
+    if meta.get("rng_scheme_version") != rng.RNG_SCHEME_VERSION:
+        raise CheckpointError(f"checkpoint from RNG scheme {meta.get('rng_scheme_version')!r}, this gpusim "
+                              f"draws with scheme {rng.RNG_SCHEME_VERSION}: a continued run would not be "
+                              "the same run; use the gpusim that wrote it")
+    mine, theirs = json.loads(sim.config.to_json()), json.loads(meta["config"])
+    mine.pop("backend", None)
+    theirs.pop("backend", None)  # a checkpoint resumes on either backend
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CheckpointError(f"the simulation's config differs from the checkpoint's in {diff}; build it "
+                              "from the checkpoint's config (meta['config'])")
+    st, be = sim.state, sim.backend
+    for name in st.fields:
+        st.fields[name] = be.asarray(_get(arrays, f"fields/{name}", st.fields[name].shape, np.float32))
+    if st.vessel is not None:
+        st.vessel = be.asarray(_get(arrays, "vessel", st.shape, np.uint8))
+    if st.tumor is not None:
+        for name in LATTICE_ARRAYS:
+            cur = getattr(st, name)
+            setattr(st, name, be.asarray(_get(arrays, f"lattice/{name}", cur.shape, cur.dtype)))
+        st.hit_mark[...] = 0
+        st.div_dir[...] = -1
+        st.tumor_event[...] = 0
+    st.step = int(meta["step"])
+    st.time_min = float(meta["time_min"])
+    sim.field_update._last_steady = {k: float(v) for k, v in meta["last_steady_min"].items()}
+    sim._manual_tcells = int(meta["manual_tcells"])
+    if sim.cells is not None:
+        store = sim.cells.store
+        cols = {name: arrays[f"tcells/{name}"] for name in STATE_COLUMNS}
+        store.n = 0
+        if cols["uid"].shape[0]:
+            store.append(**{name: be.asarray(v) for name, v in cols.items()})
+        sim.cells.totals = {k: int(v) for k, v in meta["cell_totals"].items()}
+        sim.cells._vessel_list = None
+        sim.cells.index(sim)
+    n_rows = int(meta["step"])
+    columns = sim.recorder.columns
+    for name in columns:
+        values = arrays.get(f"timeseries/{name}")
+        if values is None or values.shape[0] != n_rows:
+            raise CheckpointError(f"checkpoint timeseries {name!r} has "
+                                  f"{'no rows' if values is None else values.shape[0]} rows; expected {n_rows}")
+        columns[name] = values.tolist()
+
+
+def _get(arrays, key, shape, dtype):
+    if key not in arrays:
+        raise CheckpointError(f"checkpoint has no array {key!r}")
+    a = np.asarray(arrays[key])
+    if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
+        raise CheckpointError(f"checkpoint array {key!r} is {a.dtype}{list(a.shape)}; expected "
+                              f"{np.dtype(dtype)}{list(shape)}")
+    return a
