@@ -17,10 +17,20 @@ from .config import Config, ConfigError
 from .scenarios import scenario_config
 from .simulation import FieldNotFiniteError, RunSummary, Simulation
 
+
+
+def open_run(path):
+    """Open a run store written by ``Simulation.run(out=...)`` / ``gpusim run --out`` (see
+    :func:`gpusim.io.reader.open_run`): config, timeseries, lazy fields and tumour, T-cell frames."""
+    from .io.reader import open_run as _open_run
+
+    return _open_run(path)
+
+
 try:
     __version__ = version("gpusim")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = ["Config", "ConfigError", "FieldNotFiniteError", "RunSummary", "Simulation", "TCellState", "TumorState",
-           "scenario_config", "__version__"]
+           "open_run", "scenario_config", "__version__"]

@@ -20,6 +20,8 @@ from .backend import BackendError
 from .agents.cells import summarize
 from .agents.placement import PlacementError
 from .config import Config, ConfigError, parse_override
+from .io.checkpoint import CheckpointError
+from .io.store import StoreError
 from .vessels import VesselFileError
 
 
@@ -43,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     length.add_argument("--minutes", type=float, help="simulated minutes (default: the config's time.duration_min)")
     length.add_argument("--days", type=float, help="simulated days")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--out", "-o", metavar="STORE", help="write the run to this Zarr run store (run.zarr)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run store at --out")
+
+    resume = sub.add_parser("resume", help="continue a run store from its last checkpoint")
+    resume.add_argument("store", help="a run store written by `gpusim run --out`")
+    more = resume.add_mutually_exclusive_group()
+    more.add_argument("--minutes", type=float, help="simulated minutes to add (default: up to the planned end)")
+    more.add_argument("--days", type=float, help="simulated days to add")
+    resume.add_argument("--backend", choices=("auto", "cpu", "cuda"), help="resume on this backend")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="device, memory estimate and each substrate's method and sub-steps")
     _add_config_args(info)
@@ -82,33 +94,50 @@ def _cmd_scenarios(console: Console) -> int:
     return 0
 
 
+def _is_store(path) -> bool:
+    from pathlib import Path
+
+    return path is not None and Path(path).is_dir() and (Path(path) / "zarr.json").exists()
+
+
 def _cmd_info(args, console: Console) -> int:
     from .simulation import Simulation
 
+    if _is_store(args.config):
+        return _store_info(args.config, console)
     sim = Simulation(load_config(args))
     for line in sim.info():
         console.print(line)
     return 0
 
 
-def _cmd_run(args, console: Console) -> int:
-    from .simulation import Simulation
+def _store_info(path, console: Console) -> int:
+    from .io import checkpoint
+    from .io.reader import open_run
 
-    cfg = load_config(args)
-    sim = Simulation(cfg)
-    for line in sim.info():
-        console.print(line)
-    if args.days is not None:
-        minutes = args.days * 1440.0
-    elif args.minutes is not None:
-        minutes = args.minutes
-    else:
-        minutes = cfg.time.duration_min
-    summary = sim.run(minutes=minutes, progress=not args.no_progress)
+    run = open_run(path)
+    a = run.attrs
+    console.print(f"run store {path}: status {run.status}, gpusim {a.get('versions', {}).get('gpusim', '?')}, "
+                  f"backend {a.get('backend', '?')} ({a.get('device', '?')}), seed {run.config.seed}")
+    ts = run.timeseries
+    if len(ts):
+        console.print(f"{len(ts)} steps recorded, t = {ts['time_min'].iloc[-1]:g} min")
+        cells = summarize({k: ts[k].to_numpy() for k in ts.columns})
+        if cells:
+            console.print(_cells_table(cells, {k: ts[k].to_numpy() for k in ts.columns}))
+    for name, n in run.n_frames.items():
+        console.print(f"{name}: {n} frames")
+    ck = checkpoint.latest_slot(path)
+    console.print("last checkpoint: " + (f"step {ck['step']} (t = {ck['time_min']:g} min)" if ck else "none"))
+    return 0
+
+
+def _report(sim, summary, console: Console) -> None:
+    """The field and cell tables after a run."""
+    ts = sim.timeseries
     table = Table("field", "unit", "mean", "min", "max", "peak max (at min)",
                   title=f"{summary.minutes:g} simulated min in {summary.steps} steps, "
                         f"{summary.wall_s:.1f} s wall ({summary.steps_per_s:.1f} steps/s)")
-    ts = sim.timeseries
     for name, st in summary.fields.items():
         peak = "-"
         series = ts.get(f"{name}_max_{st['unit']}")
@@ -120,7 +149,60 @@ def _cmd_run(args, console: Console) -> int:
     cells = summarize(ts)
     if cells:
         console.print(_cells_table(cells, ts))
+
+
+def _cmd_run(args, console: Console) -> int:
+    from .simulation import Simulation
+
+    cfg = load_config(args)
+    if args.out is not None and _is_store(args.out) and not args.overwrite:
+        raise ConfigError.single("--out", args.out, "a run store is already there; resume it with `gpusim "
+                                 f"resume {args.out}`, or pass --overwrite to replace it", "<command line>")
+    sim = Simulation(cfg)
+    for line in sim.info():
+        console.print(line)
+    if args.days is not None:
+        minutes = args.days * 1440.0
+    elif args.minutes is not None:
+        minutes = args.minutes
+    else:
+        minutes = cfg.time.duration_min
+    summary = sim.run(minutes=minutes, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    _report(sim, summary, console)
+    return _after(summary, args.out, console)
+
+
+def _after(summary, out, console: Console) -> int:
+    if out is not None:
+        console.print(f"run store: {out}" + ("" if summary.interrupted else " (complete)"))
+    if summary.interrupted:
+        where = f"`gpusim resume {out}`" if out is not None else "nothing (no --out store was given)"
+        console.print(f"interrupted after {summary.minutes:g} simulated min; checkpointed; to continue: {where}")
+        return 130
     return 0
+
+
+def _cmd_resume(args, console: Console) -> int:
+    from .simulation import Simulation
+
+    sim = Simulation.resume(args.store, backend=args.backend)
+    if args.days is not None:
+        minutes = args.days * 1440.0
+    elif args.minutes is not None:
+        minutes = args.minutes
+    else:
+        import zarr
+
+        planned = dict(zarr.open_group(str(args.store), mode="r").attrs).get("run", {}).get("planned_end_min")
+        minutes = 0.0 if planned is None else max(0.0, float(planned) - sim.time_min)
+        if minutes == 0.0:
+            console.print(f"{args.store} is complete at t = {sim.time_min:g} min; give --days or --minutes to "
+                          "extend it")
+            return 0
+    console.print(f"resuming {args.store} at t = {sim.time_min:g} min for {minutes:g} min")
+    summary = sim.run(minutes=minutes, progress=not args.no_progress)
+    _report(sim, summary, console)
+    return _after(summary, args.store, console)
 
 
 def _cells_table(c: dict, ts: dict) -> Table:
@@ -150,8 +232,10 @@ def main(argv=None) -> int:
             return _cmd_scenarios(console)
         if args.command == "info":
             return _cmd_info(args, console)
+        if args.command == "resume":
+            return _cmd_resume(args, console)
         return _cmd_run(args, console)
-    except (ConfigError, BackendError, VesselFileError, PlacementError) as exc:
+    except (ConfigError, BackendError, VesselFileError, PlacementError, StoreError, CheckpointError) as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)))
         return 2
     except KeyboardInterrupt:

@@ -15,8 +15,9 @@ def _fmt_minutes(m: float) -> str:
     return f"{m:.0f} min"
 
 
-def run_with_progress(sim, n_steps: int) -> None:
-    """Step ``sim`` ``n_steps`` times under a live bar (refreshed at most ~10 times a second)."""
+def run_with_progress(sim, n_steps: int, should_stop=lambda: False) -> int:
+    """Step ``sim`` up to ``n_steps`` times under a live bar (refreshed at most ~10 times a second),
+    stopping between steps once ``should_stop()`` is true; returns the steps taken."""
     columns = (
         TextColumn("[bold]gpusim"),
         BarColumn(),
@@ -29,8 +30,12 @@ def run_with_progress(sim, n_steps: int) -> None:
         task = bar.add_task("run", total=n_steps, simtime=_fmt_minutes(sim.time_min), rate="-")
         t0 = time.perf_counter()
         last = t0
+        done = 0
         for i in range(n_steps):
+            if should_stop():
+                break
             sim.step()
+            done += 1
             now = time.perf_counter()
             if now - last > 0.1 or i == n_steps - 1:
                 last = now
@@ -40,3 +45,4 @@ def run_with_progress(sim, n_steps: int) -> None:
                     simtime=_fmt_minutes(sim.time_min),
                     rate=f"{(i + 1) / max(now - t0, 1e-9):.1f}",
                 )
+    return done

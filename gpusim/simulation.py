@@ -32,6 +32,40 @@ from .vessels import build_mask, vessel_density_inside
 log = logging.getLogger("gpusim")
 
 
+class _StopOnSignal:
+    """Within the block, SIGINT/SIGTERM only request a stop (checked between steps), so a run ends on a
+    whole step and can checkpoint; outside the main thread signals are left alone."""
+
+    def __init__(self):
+        self._flag = False
+        self._old = {}
+
+    def requested(self) -> bool:
+        return self._flag
+
+    def _handler(self, signum, frame):
+        if self._flag:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self._flag = True
+        log.warning("signal %d: stopping after this step (a second one stops at once)", signum)
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
 class FieldNotFiniteError(FloatingPointError):
     """A field holds NaN or Inf: the run stops, naming field, voxel and time."""
 
@@ -45,6 +79,7 @@ class RunSummary:
     wall_s: float
     fields: dict  # name -> {"unit", "mean", "min", "max"}
     cells: dict = None  # the last timeseries row of the cell columns (tumour_live, tcells, kills, ...)
+    interrupted: bool = False  # stopped early by SIGINT/SIGTERM (checkpointed; resume continues)
 
     @property
     def steps_per_s(self) -> float:
@@ -125,6 +160,7 @@ class Simulation:
         self.operations = [ApplyEvents()]
         self.cells = None
         self._manual_tcells = 0
+        self._store = None
         if self.state.tumor is not None:
             self.cells = CellStep(self)
             self.operations.append(self.cells)
@@ -278,26 +314,80 @@ class Simulation:
         self.state.step += 1
         self.state.time_min = self.state.step * self.dt_min
 
-    def run(self, minutes: float | None = None, days: float | None = None, progress: bool = True) -> RunSummary:
-        """Advance by ``minutes`` or ``days`` of simulated time (rounded to whole steps)."""
+    def run(self, minutes: float | None = None, days: float | None = None, out=None, overwrite: bool = False,
+            progress: bool = True) -> RunSummary:
+        """Advance by ``minutes`` or ``days`` of simulated time (rounded to whole steps).
+
+        ``out``: a run-store path (Zarr): outputs on the ``[output]`` schedules, checkpoints, and a
+        final checkpoint at the end; an existing store is refused unless ``overwrite``. SIGINT/SIGTERM
+        during the run finish the current step, checkpoint, mark the store ``interrupted`` and return
+        (``summary.interrupted``); ``Simulation.resume(path)`` continues it.
+        """
         if (minutes is None) == (days is None):
             raise ValueError("give exactly one of minutes= or days=")
         total_min = float(minutes if minutes is not None else days * 1440.0)
         if total_min < 0 or not math.isfinite(total_min):
             raise ValueError(f"run length {total_min} min: must be a finite number >= 0")
         n_steps = int(round(total_min / self.dt_min))
+        if out is not None:
+            self.attach_store(out, overwrite=overwrite)
+        if self._store is not None:  # through the writer's group, whose attributes it rewrites later
+            self._store["writer"].group.attrs["run"] = {"planned_end_min": self.time_min + n_steps * self.dt_min}
         t0 = time.perf_counter()
-        if progress:
-            from .progress import run_with_progress
+        with _StopOnSignal() as stop:
+            if progress:
+                from .progress import run_with_progress
 
-            run_with_progress(self, n_steps)
-        else:
-            for _ in range(n_steps):
-                self.step()
+                done = run_with_progress(self, n_steps, stop.requested)
+            else:
+                done = 0
+                for _ in range(n_steps):
+                    if stop.requested():
+                        break
+                    self.step()
+                    done += 1
         self.backend.synchronize()
+        interrupted = done < n_steps
+        if self._store is not None:
+            self._store["writer"].flush()
+            if self._store["checkpointer"].last_step != self.state.step:
+                self._store["checkpointer"].write_now(self)
+            self._store["writer"].close("interrupted" if interrupted else "complete")
         wall = time.perf_counter() - t0
         cells = self.cells.columns(self) if self.cells is not None else None
-        return RunSummary(n_steps * self.dt_min, n_steps, wall, self.field_stats(), cells)
+        return RunSummary(done * self.dt_min, done, wall, self.field_stats(), cells, interrupted)
+
+    # -- the run store ---------------------------------------------------------------------------
+    def attach_store(self, path, overwrite: bool = False, resume_step: int | None = None) -> None:
+        """Write this run to the Zarr run store at ``path`` from now on (a writer and a checkpointer
+        appended to the operations). ``resume_step``: continue an existing store from that step."""
+        from .io.checkpoint import Checkpointer
+        from .io.writer import RunWriter
+
+        if self._store is not None:
+            if str(self._store["path"]) == str(path):
+                return
+            raise ValueError(f"this simulation already writes to {self._store['path']}; one store per run")
+        writer = RunWriter(self, path, overwrite=overwrite, resume_step=resume_step)
+        checkpointer = Checkpointer(self, path, flush=writer.flush)
+        self.operations += [writer, checkpointer]
+        self._store = {"path": path, "writer": writer, "checkpointer": checkpointer}
+
+    @classmethod
+    def resume(cls, path, backend: str | None = None) -> "Simulation":
+        """The run of the store at ``path``, restored from its last complete checkpoint (on any
+        backend) and writing on into the same store; outputs after the checkpoint are dropped, so
+        nothing is duplicated. Then ``sim.run(minutes=...)`` continues it, bitwise as if uninterrupted."""
+        from .io import checkpoint
+        from .io.store import open_store
+
+        root = open_store(path, mode="r")
+        cfg = Config.from_json(root.attrs["gpusim"]["config"], source=f"{path} (stored config)")
+        arrays, meta = checkpoint.read(path)
+        sim = cls(cfg, backend=backend)
+        checkpoint.restore(sim, arrays, meta)
+        sim.attach_store(path, resume_step=int(meta["step"]))
+        return sim
 
     def field_stats(self) -> dict:
         """Current mean/min/max of each field (fixed-order mean)."""

@@ -120,3 +120,142 @@ def _get(arrays, key, shape, dtype):
         raise CheckpointError(f"checkpoint array {key!r} is {a.dtype}{list(a.shape)}; expected "
                               f"{np.dtype(dtype)}{list(shape)}")
     return a
+
+
+# ------------------------------------------------------------------------------------------------
+# On disk: two slots and an atomically replaced pointer inside the run store
+# ------------------------------------------------------------------------------------------------
+#: checkpoint/A and checkpoint/B hold the arrays; checkpoint/current is a tiny zarr group whose
+#: zarr.json (attributes slot, step) is replaced by an atomic rename after the slot is complete
+SLOTS = ("A", "B")
+
+
+def _current_path(store_path) -> "os.PathLike":
+    from pathlib import Path
+
+    return Path(store_path) / "checkpoint" / "current" / "zarr.json"
+
+
+def latest_slot(store_path) -> dict | None:
+    """The pointer's attributes ({"slot", "step", "time_min"}) of the last complete checkpoint, or None."""
+    path = _current_path(store_path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint pointer ({exc}); the store's checkpoint is "
+                              "damaged, start the run again") from None
+    return doc.get("attributes")
+
+
+def write(store_path, sim) -> dict:
+    """Write the run's state into the slot the pointer does not name, then point at it (write, fsync,
+    rename: a kill at any moment leaves the previous checkpoint or the new one, never half of one)."""
+    import os
+
+    import zarr
+
+    arrays, meta = capture(sim)
+    root = zarr.open_group(str(store_path), mode="r+")
+    group = root.require_group("checkpoint")
+    current = latest_slot(store_path)
+    slot = SLOTS[1] if current is not None and current.get("slot") == SLOTS[0] else SLOTS[0]
+    g = group.create_group(slot, overwrite=True)
+    for key, a in arrays.items():
+        g.create_array(key.replace("/", "."), data=np.ascontiguousarray(a))
+    g.attrs["meta"] = meta
+    _fsync_tree(os.path.join(str(store_path), "checkpoint", slot))
+    pointer = {"slot": slot, "step": meta["step"], "time_min": meta["time_min"]}
+    cur = _current_path(store_path)
+    cur.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cur.parent.parent / ".current.json.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"zarr_format": 3, "node_type": "group", "attributes": pointer}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, cur)
+    _fsync_dir(cur.parent)
+    return pointer
+
+
+def read(store_path) -> tuple[dict, dict]:
+    """(arrays, meta) of the last complete checkpoint of a run store."""
+    import zarr
+
+    pointer = latest_slot(store_path)
+    if pointer is None:
+        raise CheckpointError(f"{store_path}: the run store holds no checkpoint yet (it was stopped before "
+                              "its first one); start the run again")
+    g = zarr.open_group(str(store_path), mode="r")[f"checkpoint/{pointer['slot']}"]
+    meta = dict(g.attrs["meta"])
+    arrays = {name.replace(".", "/"): np.asarray(g[name][...]) for name in g.array_keys()}
+    return arrays, meta
+
+
+def _fsync_tree(path) -> None:
+    import os
+
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(dirpath)
+
+
+def _fsync_dir(path) -> None:
+    import os
+
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpointer:
+    """Operation, last in a step: writes a checkpoint every ``output.checkpoint_every_steps`` steps
+    and every ``output.checkpoint_every_wall_min`` minutes of wall-clock time."""
+
+    name = "checkpoint"
+
+    def __init__(self, sim, store_path, flush=lambda: None):
+        import time
+
+        self.path = store_path
+        self._flush = flush  # the writer's: its outputs reach disk before the checkpoint names the step
+        out = sim.config.output
+        self.every_steps = out.checkpoint_every_steps
+        self.every_wall_s = None if out.checkpoint_every_wall_min is None else 60.0 * out.checkpoint_every_wall_min
+        self._clock = time.monotonic
+        self._last_wall = self._clock()
+        self.last_step = None
+
+    def apply(self, sim) -> None:
+        done = sim.state.step + 1  # steps completed once this step ends
+        due = self.every_steps is not None and done % self.every_steps == 0
+        if not due and self.every_wall_s is not None and self._clock() - self._last_wall >= self.every_wall_s:
+            due = True
+        if due:
+            self.write_now(sim, steps_done=done)
+
+    def write_now(self, sim, steps_done=None) -> None:
+        """Checkpoint now (the run's writer must have flushed first). ``steps_done``: the step count the
+        state corresponds to, when called from inside a step (before the counter advances)."""
+        self._flush()
+        st = sim.state
+        if steps_done is not None and steps_done != st.step:
+            # inside a step: the clock is advanced after the operations; checkpoint the end-of-step state
+            step0, t0 = st.step, st.time_min
+            st.step, st.time_min = steps_done, steps_done * sim.dt_min
+            try:
+                write(self.path, sim)
+            finally:
+                st.step, st.time_min = step0, t0
+        else:
+            write(self.path, sim)
+        self.last_step = steps_done if steps_done is not None else st.step
+        self._last_wall = self._clock()

@@ -1,0 +1,153 @@
+"""Checkpoint, interruption and exact resume through the run store (DESIGN.md §4): a run stopped at a
+checkpoint — by returning, by SIGTERM, or by SIGKILL at any moment — and resumed with
+``Simulation.resume`` / ``gpusim resume`` ends bitwise equal to the uninterrupted run, outputs
+included, with nothing duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpusim
+from gpusim.io import checkpoint
+from test_cells_determinism import busy_config, state_of
+
+REPO_ROOT = Path(gpusim.__file__).resolve().parent.parent
+
+
+def _cfg(**output):
+    cfg = busy_config()
+    cfg["output"] = {"fields_every_min": 10.0, "tumor_every_min": 10.0, "tcells_every_min": 20.0,
+                     "checkpoint_every_steps": 15, "checkpoint_every_wall_min": None, **output}
+    return cfg
+
+
+def _store_contents(path) -> dict:
+    run = gpusim.open_run(path)
+    out = {f"ts_{k}": run.timeseries[k].to_numpy() for k in run.timeseries.columns}
+    for name, da in run.fields.items():
+        out[f"field_{name}"] = np.asarray(da.values)
+    out["tumor"] = np.asarray(run.tumor.values)
+    for i in range(run.n_frames["tcells"]):
+        frame = run.tcells(i)
+        for col in frame.columns:
+            out[f"tcells{i}_{col}"] = frame[col].to_numpy()
+    return out
+
+
+def _assert_same(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    diff = [k for k in a if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape or a[k].tobytes() != b[k].tobytes()]
+    assert not diff, f"differ in {diff}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("whole") / "run.zarr"
+    sim = gpusim.Simulation(_cfg())
+    summary = sim.run(minutes=60, out=path, progress=False)
+    assert not summary.interrupted
+    return path, state_of(sim)
+
+
+def test_resume_from_the_store_continues_bitwise(tmp_path, uninterrupted):
+    whole_path, whole_state = uninterrupted
+    path = tmp_path / "run.zarr"
+    first = gpusim.Simulation(_cfg())
+    first.run(minutes=37, out=path, progress=False)  # ends on a final checkpoint at step 37
+    assert gpusim.open_run(path).status == "complete"
+    sim = gpusim.Simulation.resume(path)
+    assert sim.time_min == 37.0
+    sim.run(minutes=23, progress=False)
+    _assert_same(state_of(sim), whole_state)
+    _assert_same(_store_contents(path), _store_contents(whole_path))
+
+
+def test_resume_from_an_older_checkpoint_drops_the_outputs_after_it(tmp_path, uninterrupted):
+    whole_path, whole_state = uninterrupted
+    path = tmp_path / "run.zarr"
+    sim = gpusim.Simulation(_cfg())
+    sim.run(minutes=50, out=path, progress=False)
+    # pretend the process died after step 45's checkpoint (15, 30, 45; the final one at 50 is lost)
+    ck_state = dict(checkpoint.latest_slot(path))
+    assert ck_state["step"] == 50
+    other = "A" if ck_state["slot"] == "B" else "B"
+    pointer = Path(path) / "checkpoint" / "current" / "zarr.json"
+    text = pointer.read_text().replace(f'"slot": "{ck_state["slot"]}"', f'"slot": "{other}"').replace(
+        '"step": 50', '"step": 45').replace('"time_min": 50.0', '"time_min": 45.0')
+    pointer.write_text(text)
+    resumed = gpusim.Simulation.resume(path)
+    assert resumed.time_min == 45.0
+    resumed.run(minutes=15, progress=False)
+    _assert_same(state_of(resumed), whole_state)
+    _assert_same(_store_contents(path), _store_contents(whole_path))
+
+
+def _cli(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "gpusim.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+_SETS = ["--set", "grid.shape=[16,16,16]", "--set", "tumor.initial_radius_um=75", "--set",
+         "tcells.initial_count=40", "--set", "output.checkpoint_every_steps=20", "--set",
+         "output.fields_every_min=20", "--set", "output.tumor_every_min=20", "--set", "output.tcells_every_min=40",
+         "--backend", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cli_whole(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "whole.zarr"
+    p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    return path
+
+
+def _wait_for_checkpoint(path, proc, timeout=300):
+    t0 = time.time()
+    while checkpoint.latest_slot(path) is None:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before its first checkpoint: {proc.stderr.read()[-2000:]}")
+        if time.time() - t0 > timeout:
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.3, pytest.param(0.05, marks=pytest.mark.slow),
+                                     pytest.param(0.6, marks=pytest.mark.slow),
+                                     pytest.param(1.1, marks=pytest.mark.slow)])
+def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_run(tmp_path, cli_whole, delay_s):
+    path = tmp_path / "run.zarr"
+    p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS)
+    _wait_for_checkpoint(path, p)
+    time.sleep(delay_s)  # at or after the first checkpoint, possibly inside a later checkpoint write
+    p.kill()
+    p.communicate(timeout=60)
+    r = _cli("resume", str(path), "--no-progress")
+    out, err = r.communicate(timeout=600)
+    assert r.returncode == 0, err[-3000:]
+    assert gpusim.open_run(path).status == "complete"
+    _assert_same(_store_contents(path), _store_contents(cli_whole))
+
+
+def test_sigterm_marks_the_store_interrupted_and_resume_is_exact(tmp_path, cli_whole):
+    path = tmp_path / "run.zarr"
+    p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS)
+    _wait_for_checkpoint(path, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-3000:]  # 300 steps take seconds: the signal lands mid-run
+    assert "gpusim resume" in out
+    assert gpusim.open_run(path).status == "interrupted"
+    r = _cli("resume", str(path), "--no-progress")
+    _out, err = r.communicate(timeout=600)
+    assert r.returncode == 0, err[-3000:]
+    _assert_same(_store_contents(path), _store_contents(cli_whole))
