@@ -39,6 +39,12 @@ def _store_contents(path) -> dict:
         frame = run.tcells(i)
         for col in frame.columns:
             out[f"tcells{i}_{col}"] = frame[col].to_numpy()
+    for name in ("tracks", "events"):
+        table = getattr(run, name)
+        if table is not None:
+            for col in table.columns:
+                values = np.asarray(table[col], dtype="U16") if col == "kind" else np.asarray(table[col])
+                out[f"{name}_{col}"] = values  # kind: the category names, as fixed-width text
     return out
 
 
@@ -99,6 +105,7 @@ def _cli(*args, **kw):
 _SETS = ["--set", "grid.shape=[16,16,16]", "--set", "tumor.initial_radius_um=75", "--set",
          "tcells.initial_count=40", "--set", "output.checkpoint_every_steps=20", "--set",
          "output.fields_every_min=20", "--set", "output.tumor_every_min=20", "--set", "output.tcells_every_min=40",
+         "--set", "output.tracks_every_min=5", "--set", "output.tracks_count=10", "--set", "output.events=true",
          "--backend", "cpu", "--no-progress"]
 
 
@@ -108,6 +115,8 @@ def cli_whole(tmp_path_factory):
     p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
+    run = gpusim.open_run(path)
+    assert len(run.tracks) > 0 and (run.events["kind"] == "kill").sum() > 0  # compared after resumes too
     return path
 
 

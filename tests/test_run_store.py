@@ -259,3 +259,170 @@ def test_a_newer_format_version_and_a_missing_path_give_clear_errors(tmp_path):
     with pytest.raises(StoreError, match="nowhere.zarr.*does not exist"):
         open_store(missing)
     assert not missing.exists()
+
+
+# -- tracks and events ---------------------------------------------------------------------------
+def _tracks_events_config(**output) -> dict:
+    cfg = _config()
+    cfg["tcells"]["apoptosis_per_min"] = 0.03  # so that some tracked T cells die within the run
+    cfg["output"].update({"tcells_every_min": 4.0, "tracks_every_min": 1.0, "tracks_count": 8, "events": True,
+                          **output})
+    return cfg
+
+
+def _track_key_python(seed: int, uid: int) -> int:
+    """Independent track key: the Philox words called as plain Python (not the writer's compiled loop)."""
+    from gpusim import rng
+
+    w = rng.philox_agent(np.uint64(seed), rng.STREAM_SETUP, np.uint64(uid), 0, rng.PURPOSE_PLACEMENT, 7)
+    return (int(w[0]) << 32) | int(w[1])
+
+
+def _run_stepwise(path, steps: int):
+    """The run with a writer, and host copies after every step: T-cell snapshot, flags/hit/uid/target
+    columns of the store, the lattice."""
+    from gpusim.agents import rules as R
+
+    sim = gpusim.Simulation(_tracks_events_config())
+    w = RunWriter(sim, path)
+    sim.operations.append(w)
+    initial = sim.tcell_snapshot()
+    after = []
+    for _ in range(steps):
+        sim.step()
+        s = sim.tcells
+        after.append({"snap": sim.tcell_snapshot(), "tumor": sim.tumor_state(),
+                      "died": np.asarray(s.uid)[(np.asarray(s.flags) & R.FL_DIED) != 0]})
+    w.close()
+    return sim, initial, after
+
+
+def test_tracks_follow_a_fixed_subset_and_equal_the_snapshots_at_common_frames(tmp_path):
+    path = tmp_path / "run.zarr"
+    steps = 20
+    sim, initial, after = _run_stepwise(path, steps)
+    run = open_run(path)
+    seed = sim.config.seed
+
+    # the subset: the 8 smallest keys among the 20 initial T cells, computed independently
+    uids0 = [int(u) for u in initial["uid"]]
+    want = sorted(sorted(uids0, key=lambda u: (_track_key_python(seed, u), u))[:8])
+    assert [int(u) for u in run.tracked_uids] == want
+
+    tr = run.tracks
+    assert list(tr.columns) == ["time_min", "uid", "z_um", "y_um", "x_um", "state", "lfa1"]
+    assert run.n_frames["tracks"] == steps + 1
+    np.testing.assert_array_equal(np.unique(tr["time_min"]), np.arange(steps + 1, dtype=np.float64))
+    snaps = [initial] + [a["snap"] for a in after]  # the state at t = 0, 1, ..., steps min
+    tracked = np.asarray(want, np.uint64)
+    for t, snap in enumerate(snaps):
+        frame = tr[tr["time_min"] == t]
+        sel = np.isin(snap["uid"], tracked)
+        order = np.argsort(snap["uid"][sel])
+        assert frame["uid"].to_numpy().tobytes() == snap["uid"][sel][order].tobytes(), t
+        pos = frame[["z_um", "y_um", "x_um"]].to_numpy()
+        assert pos.dtype == np.float32 and pos.tobytes() == snap["position_um"][sel][order].tobytes(), t
+        assert frame["state"].to_numpy().tobytes() == snap["state"][sel][order].tobytes(), t
+        assert frame["lfa1"].to_numpy().tobytes() == snap["lfa1"][sel][order].tobytes(), t
+
+    # ... and equal the store's own T-cell snapshots (every 4 min) at the common frames
+    for k, t in enumerate(run.tcell_times()):
+        snap = run.tcells(k).set_index("uid")
+        frame = tr[tr["time_min"] == t].set_index("uid")
+        assert len(frame) > 0
+        cols = ["z_um", "y_um", "x_um", "state", "lfa1"]
+        assert frame[cols].equals(snap.loc[frame.index, cols]), t
+        assert set(frame.index) == set(snap.index) & set(want), t
+
+    # tracked T cells that die stop appearing, and never come back
+    died = {int(u) for a in after for u in a["died"]} & set(want)
+    assert died, "no tracked T cell died: raise apoptosis_per_min"
+    seen_last = tr.groupby("uid")["time_min"].max()
+    for u in want:
+        rows = tr[tr["uid"] == np.uint64(u)]["time_min"].to_numpy()
+        np.testing.assert_array_equal(rows, np.arange(rows.size))  # present from 0 without gaps
+        if u in died:
+            assert seen_last[np.uint64(u)] < steps
+        else:
+            assert seen_last[np.uint64(u)] == steps
+
+
+def test_the_event_log_reproduces_the_timeseries_kills_and_engagements(tmp_path):
+    from gpusim.agents import rules as R
+
+    path = tmp_path / "run.zarr"
+    steps = 24
+    sim, _initial, after = _run_stepwise(path, steps)
+    run = open_run(path)
+    ev = run.events
+    assert list(ev.columns) == ["step", "kind", "uid", "voxel"]
+    assert list(ev["kind"].cat.categories) == ["engage", "hit", "kill", "disengage"]
+    assert run.n_frames["events"] == len(ev)
+    assert np.all(np.diff(ev["step"].to_numpy()) >= 0)
+
+    ts = sim.timeseries
+    for kind, col in (("kill", "kills"), ("engage", "engagements")):
+        per_step = np.bincount(ev["step"][ev["kind"] == kind].to_numpy(), minlength=steps)
+        np.testing.assert_array_equal(per_step, np.diff(ts[col], prepend=0), err_msg=kind)
+    assert ts["kills"][-1] > 0 and ts["engagements"][-1] > 0
+
+    nz, ny, nx = sim.state.shape
+    for step, a in enumerate(after):
+        rows = ev[ev["step"] == step]
+        by = {k: rows[rows["kind"] == k] for k in ("engage", "hit", "kill", "disengage")}
+        snap = dict(zip(a["snap"]["uid"].tolist(), zip(a["snap"]["state"], a["snap"]["target"])))
+        for _, r in by["engage"].iterrows():  # engaged now, on that voxel
+            assert snap[int(r.uid)] == (R.ENGAGED, r.voxel)
+        hits = {(int(r.uid), r.voxel) for _, r in by["hit"].iterrows()}
+        disengaged = {(int(r.uid), r.voxel) for _, r in by["disengage"].iterrows()}
+        for _, r in by["kill"].iterrows():  # a kill: the killer's hit on it, its synapse ends, the cell DEAD
+            assert (int(r.uid), r.voxel) in hits and (int(r.uid), r.voxel) in disengaged
+            z, rem = divmod(int(r.voxel), ny * nx)
+            assert a["tumor"][z, rem // nx, rem % nx] == R.DEAD
+        for u, _v in disengaged:
+            assert snap[u][0] == R.FREE
+        assert not (set(rows["uid"].tolist()) & set(a["died"].tolist()))  # a T cell that died has no event
+
+
+def _point_at_older_checkpoint(path) -> int:
+    """Make the store's checkpoint pointer name the other slot (the checkpoint before the last), as if the
+    process had died before the last one; returns its step."""
+    from gpusim.io import checkpoint
+
+    cur = checkpoint.latest_slot(path)
+    other = "B" if cur["slot"] == "A" else "A"
+    meta = zarr.open_group(str(path), mode="r")[f"checkpoint/{other}"].attrs["meta"]
+    pointer = path / "checkpoint" / "current" / "zarr.json"
+    pointer.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        "slot": other, "step": meta["step"], "time_min": meta["time_min"]}}))
+    return int(meta["step"])
+
+
+def test_tracks_and_events_survive_a_resume_from_an_older_checkpoint(tmp_path):
+    cfg = _tracks_events_config(checkpoint_every_steps=8, checkpoint_every_wall_min=None)
+    whole = tmp_path / "whole.zarr"
+    gpusim.Simulation(cfg).run(minutes=24, out=whole, progress=False)
+    path = tmp_path / "run.zarr"
+    gpusim.Simulation(cfg).run(minutes=20, out=path, progress=False)  # checkpoints 8, 16 and the final 20
+    assert open_run(path).events["step"].max() >= 16 and open_run(path).n_frames["tracks"] == 21
+    assert _point_at_older_checkpoint(path) == 16
+    sim = gpusim.Simulation.resume(path)
+    assert sim.time_min == 16.0
+    run = open_run(path)  # truncated: nothing after step 16 is left
+    assert run.n_frames["tracks"] == 17 and run.tracks["time_min"].max() == 16.0
+    assert run.events["step"].max() < 16
+    sim.run(minutes=8, progress=False)
+
+    a, b = open_run(whole), open_run(path)
+    assert b.status == "complete"
+    assert a.tracked_uids.tobytes() == b.tracked_uids.tobytes()
+    for name in ("tracks", "events"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert len(x) > 0 and list(x.columns) == list(y.columns)
+        for col in x.columns:
+            if col == "kind":  # categorical: compare the codes and the names
+                assert list(x[col].cat.categories) == list(y[col].cat.categories)
+                xs, ys = x[col].cat.codes.to_numpy(), y[col].cat.codes.to_numpy()
+            else:
+                xs, ys = x[col].to_numpy(), y[col].to_numpy()
+            assert xs.dtype == ys.dtype and xs.tobytes() == ys.tobytes(), (name, col)

@@ -152,11 +152,24 @@ def latest_slot(store_path) -> dict | None:
 def write(store_path, sim) -> dict:
     """Write the run's state into the slot the pointer does not name, then point at it (write, fsync,
     rename: a kill at any moment leaves the previous checkpoint or the new one, never half of one)."""
+    arrays, meta = capture(sim)
+    try:
+        return _write_slot(store_path, arrays, meta)
+    except OSError as exc:
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise CheckpointError(
+            f"{'the disk is full' if full else f'cannot write ({exc})'} while writing the checkpoint of step "
+            f"{meta['step']} into {store_path}; the previous checkpoint is intact (the pointer still names "
+            "it): free space and `gpusim resume` the store") from None
+
+
+def _write_slot(store_path, arrays, meta) -> dict:
     import os
 
     import zarr
 
-    arrays, meta = capture(sim)
     root = zarr.open_group(str(store_path), mode="r+")
     group = root.require_group("checkpoint")
     current = latest_slot(store_path)

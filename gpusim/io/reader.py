@@ -5,9 +5,14 @@
     run.fields["mg"].sel(time_min=60.0)            # xarray over dask, dims t z y x, coords in µm / min
     run.tumor.isel(t=-1).values                    # uint8 lattice codes (EMPTY/LIVE/DEAD/NECROTIC)
     run.tcells(0)                                  # DataFrame: z_um, y_um, x_um, uid, state, lfa1, kills, time_min
+    run.tracks                                     # DataFrame: time_min, uid, z_um, y_um, x_um, state, lfa1
+    run.events                                     # DataFrame: step, kind (engage/hit/kill/disengage), uid, voxel
 
 Everything is read from plain Zarr arrays and JSON attributes: nothing is unpickled or evaluated. A
-frame beyond an output's ``frames_committed`` (one a crash cut short) is never shown.
+frame beyond an output's ``frames_committed`` (one a crash cut short) is never shown. A chunk that
+cannot be read or decoded (a damaged file) raises :class:`StoreError` naming the array and the rows or
+frames asked for, when that part is read (fields and the tumour are lazy: other frames, and other
+outputs, stay readable).
 """
 
 from __future__ import annotations
@@ -17,6 +22,41 @@ import numpy as np
 from .store import StoreError, get_attrs, open_store
 
 __all__ = ["Run", "open_run"]
+
+
+class _Guarded:
+    """A Zarr array for dask whose read errors become StoreErrors naming the array and the slice."""
+
+    def __init__(self, arr, where: str):
+        self.arr, self.where = arr, where
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, sel):
+        return _read(self.arr, sel, self.where)
+
+
+def _describe(sel) -> str:
+    if not isinstance(sel, tuple):
+        sel = (sel,)
+    parts = []
+    for s in sel:
+        if isinstance(s, slice):
+            parts.append(f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}")
+        else:
+            parts.append(str(s))
+    return "[" + ", ".join(parts) + "]"
+
+
+def _read(arr, sel, where: str) -> np.ndarray:
+    """``arr[sel]`` as a numpy array; any failure to read or decode it is a StoreError."""
+    try:
+        return np.asarray(arr[sel])
+    except StoreError:
+        raise
+    except Exception as exc:  # codec errors (zstd), truncated or missing chunk files, bad metadata, ...
+        raise StoreError(
+            f"cannot read {where}{_describe(sel)}: the data are damaged ({type(exc).__name__}: {exc}); "
+            "this part of the store is lost, other frames and outputs can still be read") from None
 
 
 def _committed(group) -> int:
@@ -61,10 +101,13 @@ class Run:
         if "fields" in g:
             for name in sorted(g["fields"].group_keys()):
                 out[f"fields/{name}"] = _committed(g["fields"][name])
-        for name in ("tumor", "tcells", "timeseries", "perf"):
+        for name in ("tumor", "tcells", "tracks", "events", "timeseries", "perf"):
             if name in g:
                 out[name] = _committed(g[name])
         return out
+
+    def _where(self, grp, col: str) -> str:
+        return f"{str(self.path)!r}: {grp.path}/{col}"
 
     # -- tables --------------------------------------------------------------------------------
     def _table(self, name: str, columns=None):
@@ -79,7 +122,7 @@ class Run:
                 arr = grp[col]
                 if arr.shape[0] < n:
                     raise StoreError(f"{name}/{col} holds {arr.shape[0]} rows but {n} are committed; the store is damaged")
-                data[col] = np.asarray(arr[:n])
+                data[col] = _read(arr, slice(0, n), self._where(grp, col))
             else:
                 data[col] = np.zeros(n, np.float64)
         return pd.DataFrame(data)
@@ -103,10 +146,12 @@ class Run:
         arr = grp["0"]
         if arr.shape[0] < n or grp["time_min"].shape[0] < n:
             raise StoreError(f"{grp.path!r} holds fewer frames than the {n} committed; the store is damaged")
-        data = da.from_zarr(arr)[:n]
+        data = da.from_array(_Guarded(arr, self._where(grp, "0")), chunks=arr.chunks, name=False,
+                             asarray=True, lock=False)[:n]
         dx = self.dx_um
         nz, ny, nx = arr.shape[1:]
-        coords = {"time_min": ("t", np.asarray(grp["time_min"][:n], np.float64)),
+        times = _read(grp["time_min"], slice(0, n), self._where(grp, "time_min"))
+        coords = {"time_min": ("t", np.asarray(times, np.float64)),
                   "z": (np.arange(nz) + 0.5) * dx, "y": (np.arange(ny) + 0.5) * dx, "x": (np.arange(nx) + 0.5) * dx}
         attrs = {"space_unit": "micrometer", "time_unit": "minute"}
         if unit is not None:
@@ -146,7 +191,20 @@ class Run:
         if "tcells" not in self.group:
             return np.zeros(0, np.float64)
         cg = self.group["tcells"]
-        return np.asarray(cg["time_min"][:_committed(cg)], np.float64)
+        return np.asarray(_read(cg["time_min"], slice(0, _committed(cg)), self._where(cg, "time_min")), np.float64)
+
+    def _ragged_rows(self, grp, columns, lo: int, hi: int) -> dict:
+        out = {}
+        for col in columns:
+            arr = grp[col]
+            if arr.shape[0] < hi:
+                raise StoreError(f"{grp.path}/{col} holds {arr.shape[0]} rows but {hi} are committed; the store is damaged")
+            values = _read(arr, slice(lo, hi), self._where(grp, col))
+            if col == "position_um":
+                out.update({"z_um": values[:, 0], "y_um": values[:, 1], "x_um": values[:, 2]})
+            else:
+                out[col] = values
+        return out
 
     def tcells(self, frame: int):
         """The T cells of snapshot ``frame`` (negative counts from the end): a DataFrame with z_um, y_um,
@@ -162,15 +220,60 @@ class Run:
             k += n
         if not 0 <= k < n:
             raise IndexError(f"T-cell frame {frame}: the run has {n} committed frames")
-        lo, hi = (int(v) for v in cg["offsets"][k:k + 2])
-        pos = np.asarray(cg["position_um"][lo:hi])
-        t = float(cg["time_min"][k])
-        return pd.DataFrame({
-            "z_um": pos[:, 0], "y_um": pos[:, 1], "x_um": pos[:, 2],
-            "uid": np.asarray(cg["uid"][lo:hi]), "state": np.asarray(cg["state"][lo:hi]),
-            "lfa1": np.asarray(cg["lfa1"][lo:hi]), "kills": np.asarray(cg["kills"][lo:hi]),
-            "time_min": np.full(hi - lo, t),
-        })
+        lo, hi = (int(v) for v in _read(cg["offsets"], slice(k, k + 2), self._where(cg, "offsets")))
+        t = float(_read(cg["time_min"], slice(k, k + 1), self._where(cg, "time_min"))[0])
+        data = self._ragged_rows(cg, ("position_um", "uid", "state", "lfa1", "kills"), lo, hi)
+        data["time_min"] = np.full(hi - lo, t)
+        return pd.DataFrame(data)
+
+    @property
+    def tracked_uids(self) -> np.ndarray:
+        """The uids of the tracked T-cell subset (uint64, sorted); empty without tracks."""
+        if "tracks" not in self.group:
+            return np.zeros(0, np.uint64)
+        return np.asarray(self.group["tracks"].attrs.get("tracked_uids", []), np.uint64)
+
+    @property
+    def tracks(self):
+        """Every committed track record, a DataFrame with time_min, uid, z_um, y_um, x_um, state and lfa1
+        (frames in time order, uid order within a frame); None when the run recorded no tracks."""
+        import pandas as pd
+
+        if "tracks" not in self.group:
+            return None
+        kg = self.group["tracks"]
+        n = _committed(kg)
+        offsets = _read(kg["offsets"], slice(0, n + 1), self._where(kg, "offsets")).astype(np.int64)
+        times = _read(kg["time_min"], slice(0, n), self._where(kg, "time_min")).astype(np.float64)
+        if offsets.shape[0] < n + 1 or times.shape[0] < n or np.any(np.diff(offsets) < 0):
+            raise StoreError(f"{str(self.path)!r}: tracks/offsets or time_min do not match the {n} committed "
+                             "frames; the store is damaged")
+        hi = int(offsets[-1])
+        cols = self._ragged_rows(kg, ("uid", "position_um", "state", "lfa1"), 0, hi)
+        data = {"time_min": np.repeat(times, np.diff(offsets)), "uid": cols["uid"], "z_um": cols["z_um"],
+                "y_um": cols["y_um"], "x_um": cols["x_um"], "state": cols["state"], "lfa1": cols["lfa1"]}
+        return pd.DataFrame(data)
+
+    @property
+    def events(self):
+        """Every committed event row, a DataFrame with step (int64), kind (categorical: engage, hit,
+        kill, disengage), uid (uint64) and voxel (the target's global voxel index); None when the run
+        recorded no events."""
+        import pandas as pd
+
+        if "events" not in self.group:
+            return None
+        eg = self.group["events"]
+        names = eg.attrs.get("kind_names")
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise StoreError(f"{str(self.path)!r}: events/ has no valid kind_names attribute; the store is damaged")
+        df = self._table("events", ["step", "kind", "uid", "voxel"])
+        codes = df["kind"].to_numpy()
+        if codes.size and int(codes.max()) >= len(names):
+            raise StoreError(f"{str(self.path)!r}: events/kind holds code {int(codes.max())}, beyond the "
+                             f"{len(names)} kind_names; the store is damaged")
+        df["kind"] = pd.Categorical.from_codes(codes.astype(np.int64), categories=names)
+        return df
 
 
 def open_run(path) -> Run:

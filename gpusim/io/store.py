@@ -21,6 +21,8 @@ from pathlib import Path
 FORMAT_VERSION = 1
 STATUSES = ("running", "complete", "interrupted")
 ROOT_KEY = "gpusim"
+#: the groups a run store holds under its root (a directory with some of them is a damaged store)
+_OUTPUT_GROUPS = ("fields", "tumor", "tcells", "tracks", "events", "timeseries", "perf", "checkpoint")
 
 
 class StoreError(ValueError):
@@ -173,12 +175,29 @@ def open_store(path, mode: str = "r"):
     if not path.exists():
         raise StoreError(f"no run store at {str(path)!r}: the path does not exist; check the path "
                          "(a run writes one with --out / RunWriter)")
+    meta = path / "zarr.json"
+    if path.is_dir() and not meta.exists() and not (path / ".zgroup").exists():
+        parts = sorted(p.name for p in path.iterdir())
+        ours = [p for p in parts if p in _OUTPUT_GROUPS]
+        if ours:
+            raise StoreError(
+                f"{str(path)!r}: the root metadata {str(meta)!r} is missing, so the run store cannot be "
+                f"opened (it still holds {', '.join(ours)}); the store is damaged — restore zarr.json from "
+                "a backup or rerun")
+        raise StoreError(f"{str(path)!r} has no Zarr root metadata (no zarr.json): it is not a run store; "
+                         "open a run store written by gpusim")
     try:
         group = zarr.open_group(str(path), mode=mode)
     except Exception as exc:
-        raise StoreError(f"{str(path)!r} is not a Zarr group ({type(exc).__name__}: {exc}); "
+        what = (f"its root metadata {str(meta)!r} cannot be read" if meta.exists() else "it is not a Zarr group")
+        raise StoreError(f"{str(path)!r}: {what} ({type(exc).__name__}: {exc}); "
                          "open a run store written by gpusim") from None
-    check_attrs(group.attrs.get(ROOT_KEY), path)
+    try:
+        attrs = group.attrs.get(ROOT_KEY)
+    except Exception as exc:
+        raise StoreError(f"{str(path)!r}: its root attributes cannot be read ({type(exc).__name__}: {exc}); "
+                         "the store's metadata is damaged") from None
+    check_attrs(attrs, path)
     return group
 
 

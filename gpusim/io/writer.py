@@ -19,6 +19,20 @@ are written; a reader ignores anything beyond it, so a frame cut short by a cras
                     float32), ``uid`` (uint64), ``state`` (uint8), ``lfa1`` (float32), ``kills`` (uint16)
                     concatenated over frames; ``offsets`` (int64, frames + 1; frame k is rows
                     offsets[k]:offsets[k+1]); ``time_min``. Only with a [tcells] section.
+``tracks/``         ragged records of a fixed subset of T cells every ``output.tracks_every_min`` (with
+                    ``output.tracks_count``): ``position_um`` (N x 3, z y x), ``uid``, ``state``, ``lfa1``,
+                    ``offsets`` and ``time_min`` as in ``tcells/``; within a frame rows are in uid order. The
+                    subset is chosen once, when the store is created, among the living T cells: the
+                    ``tracks_count`` uids with the smallest 64-bit key ``(w0 << 32) | w1`` of the Philox words
+                    ``philox_agent(seed, STREAM_SETUP, uid, 0, PURPOSE_PLACEMENT, TRACK_DRAW)`` (ties by uid;
+                    no draw of the model uses that counter, and it consumes nothing). The uids are kept in the
+                    group attribute ``tracked_uids`` (a resumed writer reuses them). A tracked T cell that
+                    dies stops appearing.
+``events/``         with ``output.events``: one row per engage, hit, kill and disengage of each step: ``step``
+                    (int64), ``kind`` (uint8; names in the attribute ``kind_names``, code = index), ``uid``
+                    (uint64), ``voxel`` (int64, the target's global voxel index). Taken at the end of the step
+                    from the T-cell store's ``flags`` (FL_ENGAGED, FL_KILL, FL_DISENGAGED) and ``hit``; rows
+                    of a step are in (uid, kind) order. Buffered; ``frames_committed`` counts rows.
 ``timeseries/``     one 1D array per column of ``sim.timeseries`` (row i = step i), buffered in memory and
                     written at every frame and at flush/close; ``frames_committed`` counts rows; the
                     attribute ``columns`` keeps their order.
@@ -31,10 +45,16 @@ images, 65536 rows for ragged and 1D arrays), zstd level 3; no sharding yet.
 
 This first version writes **synchronously** inside ``apply`` (the step waits for the disk); a bounded
 queue with a writer thread is a later improvement.
+
+A write that fails for lack of space (ENOSPC / EDQUOT) raises :class:`StoreError` naming the array that
+could not be written and the store; any other OS error while writing is a StoreError as well. Frames
+committed before the failure stay readable (their counters were raised only after their data).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import time
 
@@ -46,6 +66,12 @@ ROW_CHUNK = 65536
 IMAGE_CHUNK = 64
 TCELL_COLUMNS = {"position_um": np.float32, "uid": np.uint64, "state": np.uint8, "lfa1": np.float32,
                  "kills": np.uint16}
+TRACK_COLUMNS = {"position_um": np.float32, "uid": np.uint64, "state": np.uint8, "lfa1": np.float32}
+#: the Philox draw index of the track-selection key (see the module docstring)
+TRACK_DRAW = 7
+#: event kinds: code = index
+EVENT_KINDS = ("engage", "hit", "kill", "disengage")
+EVENT_COLUMNS = {"step": np.int64, "kind": np.uint8, "uid": np.uint64, "voxel": np.int64}
 TUMOR_LABELS = ((0, "EMPTY", (0, 0, 0, 0)), (1, "LIVE", (230, 60, 60, 255)), (2, "DEAD", (90, 90, 230, 255)),
                 (3, "NECROTIC", (70, 70, 70, 255)))
 
@@ -54,6 +80,51 @@ def is_due(t_end: float, every_min: float) -> bool:
     """True when ``t_end`` is a multiple of ``every_min`` to 1e-9 (relative to max(1, t))."""
     k = round(t_end / every_min)
     return abs(t_end - k * every_min) <= 1e-9 * max(1.0, abs(t_end))
+
+
+def track_keys(seed: int, uids) -> np.ndarray:
+    """The 64-bit track-selection key of each uid (see the module docstring), uint64."""
+    uids = np.ascontiguousarray(uids, np.uint64)
+    return _track_keys_jit(np.uint64(seed), uids)
+
+
+def choose_tracked(seed: int, uids, count: int) -> np.ndarray:
+    """The ``count`` uids (all when fewer) with the smallest track keys, sorted by uid (uint64)."""
+    uids = np.unique(np.asarray(uids, np.uint64))
+    if uids.size == 0 or count <= 0:
+        return np.zeros(0, np.uint64)
+    order = np.lexsort((uids, track_keys(seed, uids)))
+    return np.sort(uids[order[:count]])
+
+
+def _make_track_keys_jit():
+    import numba
+
+    from .. import rng
+
+    stream, purpose, draw = rng.STREAM_SETUP, rng.PURPOSE_PLACEMENT, TRACK_DRAW
+
+    @numba.njit(cache=True)
+    def keys(seed, uids):
+        out = np.empty(uids.shape[0], np.uint64)
+        for i in range(uids.shape[0]):
+            r0, r1, _r2, _r3 = rng.philox_agent(seed, stream, uids[i], 0, purpose, draw)
+            out[i] = (np.uint64(r0) << np.uint64(32)) | np.uint64(r1)
+        return out
+
+    return keys
+
+
+class _LazyJit:
+    fn = None
+
+    def __call__(self, *args):
+        if _LazyJit.fn is None:
+            _LazyJit.fn = _make_track_keys_jit()
+        return _LazyJit.fn(*args)
+
+
+_track_keys_jit = _LazyJit()
 
 
 def block_mean2(a: np.ndarray) -> np.ndarray:
@@ -115,24 +186,45 @@ class RunWriter:
                       "tcells": float(out.tcells_every_min)}
         self.has_tumor = sim.state.tumor is not None
         self.has_tcells = sim.config.tcells is not None and sim.cells is not None
+        self.has_tracks = (self.has_tcells and out.tracks_every_min is not None and int(out.tracks_count) > 0)
+        if self.has_tracks:
+            self.every["tracks"] = float(out.tracks_every_min)
+        self.has_events = self.has_tcells and bool(out.events)
+        self._ev_pending: list[dict] = []
+        self._ev_pending_rows = 0
+        self._tracked = np.zeros(0, np.uint64)
         self.field_names = list(sim.field_update.plans)
         self._ts_cols = list(sim.recorder.columns)
         self._perf_step: list[int] = []
         self._perf_wall: list[float] = []
         self._closed = False
         if resume_step is None:
-            self.group = create_store(path, sim, overwrite=overwrite)
-            self._create_outputs()
+            with self._guard("the new store's metadata"):
+                self.group = create_store(path, sim, overwrite=overwrite)
+                if self.has_tracks:
+                    alive = sim.tcell_snapshot()["uid"]
+                    self._tracked = choose_tracked(int(sim.config.seed), alive, int(out.tracks_count))
+                self._create_outputs()
             self._ts_written = 0
             self._write_frames(float(sim.state.time_min), initial=True)
         else:
             self.group = open_store(path, mode="r+")
             self._check_matches()
-            self._truncate(int(resume_step))
+            if self.has_tracks:
+                if "tracks" not in self.group:
+                    raise StoreError(f"run store {str(path)!r} has no tracks/ group but the config asks for "
+                                     "tracks; resume a store with the run's own config")
+                self._tracked = np.asarray(self.group["tracks"].attrs["tracked_uids"], np.uint64)
+            if self.has_events and "events" not in self.group:
+                raise StoreError(f"run store {str(path)!r} has no events/ group but the config asks for "
+                                 "events; resume a store with the run's own config")
+            with self._guard("the truncation to the resume step"):
+                self._truncate(int(resume_step))
             a = get_attrs(self.group)
             a.setdefault("resumes", []).append({"step": int(resume_step), "time_min": float(resume_step * sim.dt_min)})
-            self.group.attrs["gpusim"] = a
-            set_status(self.group, "running")
+            with self._guard("the root attributes"):
+                self.group.attrs["gpusim"] = a
+                set_status(self.group, "running")
         self._last_wall = time.perf_counter()
 
     # -- creation ------------------------------------------------------------------------------
@@ -175,24 +267,62 @@ class RunWriter:
         if self.has_tcells:
             cg = g.create_group("tcells")
             cg.attrs.update({"frames_committed": 0, "position_axes": ["z", "y", "x"], "position_unit": "micrometer"})
-            for col, dt in TCELL_COLUMNS.items():
-                if col == "position_um":
-                    cg.create_array(col, shape=(0, 3), dtype=dt, chunks=(ROW_CHUNK, 3), compressors=zstd,
-                                    dimension_names=("row", "axis"), fill_value=0)
-                else:
-                    cg.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
-                                    dimension_names=("row",), fill_value=0)
-            off = cg.create_array("offsets", shape=(1,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd,
-                                  dimension_names=("frame_edge",), fill_value=0)
-            off[0] = 0
-            cg.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd,
-                            dimension_names=("frame",), fill_value=0.0)
+            self._create_ragged(cg, TCELL_COLUMNS, zstd)
+        if self.has_tracks:
+            kg = g.create_group("tracks")
+            kg.attrs.update({"frames_committed": 0, "position_axes": ["z", "y", "x"], "position_unit": "micrometer",
+                             "tracked_uids": [int(u) for u in self._tracked],
+                             "every_min": self.every["tracks"],
+                             "selection": "tracks_count uids of the living T cells at the store's creation with the "
+                                          "smallest key (w0 << 32 | w1) of philox_agent(seed, STREAM_SETUP, uid, 0, "
+                                          f"PURPOSE_PLACEMENT, {TRACK_DRAW}); ties by uid"})
+            self._create_ragged(kg, TRACK_COLUMNS, zstd)
+        if self.has_events:
+            eg = g.create_group("events")
+            eg.attrs.update({"frames_committed": 0, "kind_names": list(EVENT_KINDS),
+                             "columns": list(EVENT_COLUMNS),
+                             "note": "one row per engage/hit/kill/disengage; voxel: the target's global index "
+                                     "(z * ny + y) * nx + x; frames_committed counts rows"})
+            for col, dt in EVENT_COLUMNS.items():
+                eg.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
+                                dimension_names=("row",), fill_value=0)
         tsg = g.create_group("timeseries")
         tsg.attrs.update({"frames_committed": 0, "columns": self._ts_cols})
         pg = g.create_group("perf")
         pg.attrs.update({"frames_committed": 0, "note": "wall-clock seconds per step; never compared"})
         pg.create_array("step", shape=(0,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd, fill_value=0)
         pg.create_array("wall_s", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd, fill_value=0.0)
+
+    @staticmethod
+    def _create_ragged(grp, columns: dict, zstd) -> None:
+        for col, dt in columns.items():
+            if col == "position_um":
+                grp.create_array(col, shape=(0, 3), dtype=dt, chunks=(ROW_CHUNK, 3), compressors=zstd,
+                                 dimension_names=("row", "axis"), fill_value=0)
+            else:
+                grp.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
+                                 dimension_names=("row",), fill_value=0)
+        off = grp.create_array("offsets", shape=(1,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd,
+                               dimension_names=("frame_edge",), fill_value=0)
+        off[0] = 0
+        grp.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd,
+                         dimension_names=("frame",), fill_value=0.0)
+
+    # -- disk errors ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self, what: str):
+        """Turn an OS error while writing ``what`` into a StoreError naming it and the store."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except OSError as exc:
+            where = f"{what} in the run store {str(self.path)!r}"
+            keep = ("frames committed before it are intact and readable (open_run); free space, then continue "
+                    f"from the last checkpoint with `gpusim resume {self.path}`")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(f"the disk is full (no space left on device) while writing {where}; {keep}") from exc
+            raise StoreError(f"could not write {where} ({type(exc).__name__}: {exc}); {keep}") from exc
 
     # -- resume --------------------------------------------------------------------------------
     def _check_matches(self) -> None:
@@ -222,18 +352,28 @@ class RunWriter:
                 arr = grp[lvl]
                 arr.resize((keep,) + tuple(arr.shape[1:]))
             grp["time_min"].resize((keep,))
-        if "tcells" in g:
-            cg = g["tcells"]
+        for name, columns in (("tcells", TCELL_COLUMNS), ("tracks", TRACK_COLUMNS)):
+            if name not in g:
+                continue
+            cg = g[name]
             n = int(cg.attrs["frames_committed"])
             times = np.asarray(cg["time_min"][:n])
             keep = int(np.count_nonzero(times <= t_cut + tol))
             cg.attrs["frames_committed"] = keep
             rows = int(cg["offsets"][keep])
-            for col in TCELL_COLUMNS:
+            for col in columns:
                 arr = cg[col]
                 arr.resize((rows,) + tuple(arr.shape[1:]))
             cg["offsets"].resize((keep + 1,))
             cg["time_min"].resize((keep,))
+        if "events" in g:
+            eg = g["events"]
+            n = int(eg.attrs["frames_committed"])
+            steps = np.asarray(eg["step"][:n])
+            keep = int(np.searchsorted(steps, resume_step, side="left"))  # rows are in step order
+            eg.attrs["frames_committed"] = keep
+            for col in EVENT_COLUMNS:
+                eg[col].resize((keep,))
         tsg = g["timeseries"]
         have = int(tsg.attrs["frames_committed"])
         keep = min(have, resume_step)
@@ -276,13 +416,12 @@ class RunWriter:
         ta[k] = t
         grp.attrs["frames_committed"] = k + 1
 
-    def _append_tcells(self, t: float) -> None:
-        cg = self.group["tcells"]
-        snap = self.sim.tcell_snapshot()
+    @staticmethod
+    def _append_ragged(cg, snap: dict, columns: dict, t: float) -> None:
         k = int(cg.attrs["frames_committed"])
         base = int(cg["offsets"][k])
         n = int(np.asarray(snap["uid"]).shape[0])
-        for col, dt in TCELL_COLUMNS.items():
+        for col, dt in columns.items():
             data = np.asarray(snap[col], dt)
             arr = cg[col]
             arr.resize((base + n,) + tuple(arr.shape[1:]))
@@ -296,53 +435,128 @@ class RunWriter:
         ta[k] = t
         cg.attrs["frames_committed"] = k + 1
 
+    def _tracks_snapshot(self, snap: dict) -> dict:
+        """The rows of ``snap`` (living T cells) whose uid is tracked, in uid order."""
+        keep = np.flatnonzero(np.isin(snap["uid"], self._tracked))
+        keep = keep[np.argsort(snap["uid"][keep], kind="stable")]
+        return {col: np.asarray(snap[col])[keep] for col in TRACK_COLUMNS}
+
+    def _frame_where(self, grp, t: float) -> str:
+        return f"{grp.path} frame {int(grp.attrs['frames_committed'])} (t = {t:g} min)"
+
     def _write_frames(self, t: float, initial: bool = False) -> bool:
+        """Write the frames due at ``t``; True when a field, tumour or T-cell frame was written (the
+        buffered rows are then written too)."""
         sim, g = self.sim, self.group
         wrote = False
         if self.field_names and (initial or is_due(t, self.every["fields"])):
             for name in self.field_names:
                 c = np.asarray(sim.field_host(name), np.float32)
-                self._append_image(g["fields"][name], c, block_mean2(c), t)
+                fg = g["fields"][name]
+                with self._guard(self._frame_where(fg, t)):
+                    self._append_image(fg, c, block_mean2(c), t)
             wrote = True
         if self.has_tumor and (initial or is_due(t, self.every["tumor"])):
             lat = np.asarray(sim.tumor_state(), np.uint8)
-            self._append_image(g["tumor"], lat, lat[::2, ::2, ::2], t)
+            with self._guard(self._frame_where(g["tumor"], t)):
+                self._append_image(g["tumor"], lat, lat[::2, ::2, ::2], t)
             wrote = True
+        snap = None
         if self.has_tcells and (initial or is_due(t, self.every["tcells"])):
-            self._append_tcells(t)
+            snap = sim.tcell_snapshot()
+            with self._guard(self._frame_where(g["tcells"], t)):
+                self._append_ragged(g["tcells"], snap, TCELL_COLUMNS, t)
             wrote = True
+        if self.has_tracks and (initial or is_due(t, self.every["tracks"])):
+            snap = sim.tcell_snapshot() if snap is None else snap
+            with self._guard(self._frame_where(g["tracks"], t)):
+                self._append_ragged(g["tracks"], self._tracks_snapshot(snap), TRACK_COLUMNS, t)
+            # not ``wrote``: tracks may be due every step, and rewriting the buffered timeseries that
+            # often would cost more than the step (the rows reach disk with the next frame or flush)
         return wrote
 
+    # -- events --------------------------------------------------------------------------------
+    def _collect_events(self, sim) -> None:
+        """Buffer this step's engage/hit/kill/disengage rows (read at the end of the step)."""
+        from ..agents import rules as R
+
+        s = sim.cells.store
+        if s.n == 0:
+            return
+        xp, host = sim.backend.xp, sim.backend.to_host
+        fl = s.flags
+        mask = ((fl & np.uint8(R.FL_ENGAGED | R.FL_KILL | R.FL_DISENGAGED)) != 0) | (s.hit != 0)
+        rows = xp.flatnonzero(mask)
+        if int(rows.shape[0]) == 0:
+            return
+        f, h = host(fl[rows]), host(s.hit[rows])
+        uid, target = host(s.uid[rows]), host(s.target[rows])
+        parts = [(h != 0, 1), ((f & R.FL_KILL) != 0, 2), ((f & R.FL_DISENGAGED) != 0, 3),
+                 ((f & R.FL_ENGAGED) != 0, 0)]
+        uids = np.concatenate([uid[m] for m, _ in parts]).astype(np.uint64)
+        kinds = np.concatenate([np.full(int(np.count_nonzero(m)), code, np.uint8) for m, code in parts])
+        voxels = np.concatenate([target[m] for m, _ in parts]).astype(np.int64)
+        order = np.lexsort((kinds, uids))
+        m = int(order.size)
+        self._ev_pending.append({"step": np.full(m, int(sim.state.step), np.int64), "kind": kinds[order],
+                                 "uid": uids[order], "voxel": voxels[order]})
+        self._ev_pending_rows += m
+
+    def _write_events(self) -> None:
+        if not self._ev_pending:
+            return
+        eg = self.group["events"]
+        k = int(eg.attrs["frames_committed"])
+        m = self._ev_pending_rows
+        with self._guard(f"events/ rows {k}..{k + m - 1}"):
+            for col, dt in EVENT_COLUMNS.items():
+                values = np.concatenate([p[col] for p in self._ev_pending]).astype(dt, copy=False)
+                arr = eg[col]
+                arr.resize((k + m,))
+                arr[k:k + m] = values
+            eg.attrs["frames_committed"] = k + m
+        self._ev_pending.clear()
+        self._ev_pending_rows = 0
+
     def _write_rows(self) -> None:
-        g = self.group
+        if self.has_events:
+            self._write_events()
         cols = self.sim.recorder.columns
         n = len(cols["time_min"])
         start = self._ts_written
         if n > start:
-            tsg = g["timeseries"]
-            zstd = _zstd()
-            for name in self._ts_cols:
-                values = np.asarray(cols[name][start:n])
-                if name not in tsg:
-                    tsg.create_array(name, shape=(start,), dtype=values.dtype, chunks=(ROW_CHUNK,),
-                                     compressors=zstd, fill_value=0)
-                arr = tsg[name]
-                arr.resize((n,))
-                arr[start:n] = values
-            tsg.attrs["frames_committed"] = n
+            with self._guard(f"timeseries/ rows {start}..{n - 1}"):
+                self._write_timeseries(cols, start, n)
             self._ts_written = n
         if self._perf_step:
-            pg = g["perf"]
-            k = int(pg.attrs["frames_committed"])
-            m = len(self._perf_step)
-            for name, values in (("step", np.asarray(self._perf_step, np.int64)),
-                                 ("wall_s", np.asarray(self._perf_wall, np.float64))):
-                arr = pg[name]
-                arr.resize((k + m,))
-                arr[k:k + m] = values
-            pg.attrs["frames_committed"] = k + m
+            with self._guard("perf/ rows"):
+                self._write_perf()
             self._perf_step.clear()
             self._perf_wall.clear()
+
+    def _write_timeseries(self, cols, start: int, n: int) -> None:
+        tsg = self.group["timeseries"]
+        zstd = _zstd()
+        for name in self._ts_cols:
+            values = np.asarray(cols[name][start:n])
+            if name not in tsg:
+                tsg.create_array(name, shape=(start,), dtype=values.dtype, chunks=(ROW_CHUNK,),
+                                 compressors=zstd, fill_value=0)
+            arr = tsg[name]
+            arr.resize((n,))
+            arr[start:n] = values
+        tsg.attrs["frames_committed"] = n
+
+    def _write_perf(self) -> None:
+        pg = self.group["perf"]
+        k = int(pg.attrs["frames_committed"])
+        m = len(self._perf_step)
+        for name, values in (("step", np.asarray(self._perf_step, np.int64)),
+                             ("wall_s", np.asarray(self._perf_wall, np.float64))):
+            arr = pg[name]
+            arr.resize((k + m,))
+            arr[k:k + m] = values
+        pg.attrs["frames_committed"] = k + m
 
     # -- the operation -------------------------------------------------------------------------
     def apply(self, sim) -> None:
@@ -355,7 +569,9 @@ class RunWriter:
         t_end = float(sim.state.time_min + sim.dt_min)
         if not math.isfinite(t_end):
             raise ValueError(f"step end time {t_end}")
-        if self._write_frames(t_end):
+        if self.has_events:
+            self._collect_events(sim)
+        if self._write_frames(t_end) or self._ev_pending_rows >= ROW_CHUNK:
             self._write_rows()
 
     def flush(self) -> None:
@@ -365,14 +581,15 @@ class RunWriter:
     def close(self, status: str = "complete") -> None:
         """Flush and record ``status`` ("complete" or "interrupted") and the end time."""
         self._write_rows()
-        set_status(self.group, status)
+        with self._guard("the root attributes (status)"):
+            set_status(self.group, status)
         self._closed = True
 
     def n_frames(self) -> dict:
         """Committed frames (rows for the timeseries) per output."""
         g = self.group
         out = {f"fields/{n}": int(g["fields"][n].attrs["frames_committed"]) for n in self.field_names}
-        for name in ("tumor", "tcells", "timeseries", "perf"):
+        for name in ("tumor", "tcells", "tracks", "events", "timeseries", "perf"):
             if name in g:
                 out[name] = int(g[name].attrs["frames_committed"])
         return out
