@@ -63,6 +63,8 @@ import numpy as np
 from .store import StoreError, create_store, get_attrs, open_store, set_status
 
 ROW_CHUNK = 65536
+#: buffered table rows (steps) after which the tables are written without waiting for a flush
+TABLE_FLUSH_ROWS = 1024
 IMAGE_CHUNK = 64
 TCELL_COLUMNS = {"position_um": np.float32, "uid": np.uint64, "state": np.uint8, "lfa1": np.float32,
                  "kills": np.uint16}
@@ -571,7 +573,12 @@ class RunWriter:
             raise ValueError(f"step end time {t_end}")
         if self.has_events:
             self._collect_events(sim)
-        if self._write_frames(t_end) or self._ev_pending_rows >= ROW_CHUNK:
+        self._write_frames(t_end)
+        # tables (timeseries, perf, events) reach disk in batches, and at every flush: a checkpoint
+        # flushes first and a resume refills lost rows from the checkpoint, so nothing is lost that
+        # the checkpoint needs; batching keeps a table flush (a chunk rewrite per column) rare
+        pending = len(sim.recorder.columns["time_min"]) - self._ts_written
+        if pending >= TABLE_FLUSH_ROWS or self._ev_pending_rows >= ROW_CHUNK:
             self._write_rows()
 
     def flush(self) -> None:
