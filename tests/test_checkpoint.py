@@ -68,3 +68,32 @@ def test_restore_refuses_another_config_naming_the_difference():
     bad["lattice/tumor"] = bad["lattice/tumor"][:-1]
     with pytest.raises(CheckpointError, match="lattice/tumor"):
         restore(gpusim.Simulation(_config()), bad, meta)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    import zarr
+
+    from gpusim.io import checkpoint
+
+    path = tmp_path / "run.zarr"
+    sim = gpusim.Simulation(_config())
+    sim.run(minutes=5, out=path, progress=False)  # ends with a checkpoint at step 5
+    before = checkpoint.latest_slot(path)
+    assert before["step"] == 5
+    sim.step()
+    real_set = zarr.storage.LocalStore.set
+
+    async def full(self, key, value, *args, **kwargs):
+        if key.startswith("checkpoint/"):
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full)
+    with pytest.raises(CheckpointError, match=r"disk is full.*step 6.*previous checkpoint is intact"):
+        checkpoint.write(path, sim)
+    monkeypatch.undo()
+    assert checkpoint.latest_slot(path) == before
+    arrays, meta = checkpoint.read(path)
+    assert meta["step"] == 5

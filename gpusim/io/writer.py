@@ -562,8 +562,10 @@ class RunWriter:
 
     # -- the operation -------------------------------------------------------------------------
     def apply(self, sim) -> None:
-        if self._closed:
-            raise RuntimeError("RunWriter.apply after close(); remove the writer from sim.operations")
+        if self._closed:  # the same simulation runs on (another run() or step()): the store is live again
+            with self._guard("the root attributes (status)"):
+                set_status(self.group, "running")
+            self._closed = False
         now = time.perf_counter()
         self._perf_step.append(int(sim.state.step))
         self._perf_wall.append(now - self._last_wall)
