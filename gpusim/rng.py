@@ -394,6 +394,17 @@ def prob_from_rate(rate_per_min, dt_min):
     return F32(-_expm1_f64(-x))
 
 
+@register_jitable
+def pow_int(x, n):
+    """x**n (float64) for a float32-valued ``x`` and an integer n >= 1, by repeated products each
+    rounded to float32 (a conversion, never fused into an FMA): the same bits on every target."""
+    m = F64(x)
+    pw = m
+    for _ in range(np.int64(n) - 1):
+        pw = F64(F32(pw * m))
+    return pw
+
+
 _BOUND = F64(1.0 + 2.0**-22)
 
 

@@ -108,9 +108,5 @@ def build(cfg) -> np.ndarray:
     n = float(tc.lfa1.hill_n)
     if n == int(n) and 1 <= n <= 8:
         p[HILL_INT] = n
-        k = np.float64(np.float32(tc.lfa1.K_half_mM))
-        pw = k
-        for _ in range(int(n) - 1):
-            pw = np.float64(np.float32(pw * k))
-        p[K_HALF_POW] = pw
+        p[K_HALF_POW] = rng.pow_int(np.float32(tc.lfa1.K_half_mM), int(n))  # as the rule takes Mg^n
     return p

@@ -166,11 +166,7 @@ def lfa1_target(mg, p):
     if mg <= _ZERO:
         h = _ZERO
     elif n_int > _ZERO:
-        # integer n: Mg^n by repeated products, each rounded to float32 (a conversion, never fused)
-        m = F64(mg)
-        pw = m
-        for _ in range(np.int64(n_int) - 1):
-            pw = F64(F32(pw * m))
+        pw = rng.pow_int(mg, n_int)  # integer n: K^n in K_HALF_POW comes from the same function
         h = F32(pw / (F64(p[P.K_HALF_POW]) + pw))
     else:
         t = F32(F64(p[P.HILL]) * (rng._log_f64(F64(p[P.K_HALF])) - rng._log_f64(F64(mg))))
@@ -335,6 +331,16 @@ def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hi
 
 
 @register_jitable
+def _neighbour(z, y, x, dz, dy, dx, nz, ny, nx):
+    """Global index of the neighbour (z+dz, y+dy, x+dx) of a voxel, or -1 for the voxel itself or
+    outside the grid."""
+    zz, yy, xx = z + dz, y + dy, x + dx
+    if (dz == 0 and dy == 0 and dx == 0) or zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+        return np.int64(-1)
+    return (zz * ny + yy) * nx + xx
+
+
+@register_jitable
 def _free_for_daughter(w, tumor, vessel, counts, cap_t):
     """A division may land in ``w``: EMPTY, not a vessel, and no more T cells than a tumour voxel holds."""
     return tumor[w] == EMPTY and vessel[w] == 0 and np.int64(counts[w]) <= cap_t
@@ -389,10 +395,8 @@ def _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t, pick):
     for dz in range(-1, 2):
         for dy in range(-1, 2):
             for dx in range(-1, 2):
-                zz, yy, xx = z + dz, y + dy, x + dx
-                if (dz == 0 and dy == 0 and dx == 0) or zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                    continue
-                if _free_for_daughter((zz * ny + yy) * nx + xx, tumor, vessel, counts, cap_t):
+                w = _neighbour(z, y, x, dz, dy, dx, nz, ny, nx)
+                if w >= 0 and _free_for_daughter(w, tumor, vessel, counts, cap_t):
                     acc += _weight(dz, dy, dx)
                     last = (dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)
                     if pick >= _ZERO and pick < acc:
@@ -411,10 +415,9 @@ def tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_h
         for dz in range(-1, 2):
             for dy in range(-1, 2):
                 for dx in range(-1, 2):
-                    zz, yy, xx = z + dz, y + dy, x + dx
-                    if (dz == 0 and dy == 0 and dx == 0) or zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                    w = _neighbour(z, y, x, dz, dy, dx, nz, ny, nx)
+                    if w < 0:
                         continue
-                    w = (zz * ny + yy) * nx + xx
                     # w's proposal points at v when its code is the opposite offset (-dz, -dy, -dx)
                     if div_dir[w] != 26 - ((dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)):
                         continue

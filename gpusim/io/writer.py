@@ -144,6 +144,17 @@ def block_mean2(a: np.ndarray) -> np.ndarray:
     return (s / count).astype(np.float32)
 
 
+def _create_image(grp, ome: dict, dtype, shape, half, dims, zstd, **attrs) -> None:
+    """An empty OME-Zarr image over time in ``grp``: levels "0" (``shape``) and "1" (``half``), a
+    ``time_min`` coordinate, ``frames_committed`` 0 and the given extra attributes."""
+    grp.attrs.update({"ome": ome, **attrs, "frames_committed": 0})
+    for lvl, shp in (("0", shape), ("1", half)):
+        grp.create_array(lvl, shape=(0,) + shp, dtype=dtype, chunks=_image_chunks(shp), compressors=zstd,
+                         dimension_names=dims, fill_value=dtype(0))
+    grp.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd,
+                     dimension_names=("t",), fill_value=0.0)
+
+
 def _image_chunks(shape) -> tuple:
     return (1,) + tuple(min(IMAGE_CHUNK, max(1, int(n))) for n in shape)
 
@@ -240,32 +251,17 @@ class RunWriter:
         if self.field_names:
             fields = g.require_group("fields")
             for name in self.field_names:
-                fg = fields.create_group(name)
-                fg.attrs.update({
-                    "ome": {"version": "0.5",
-                            "multiscales": [_ome_multiscale(name, self.every["fields"], dx, "mean")]},
-                    "unit": str(sim.field_update.plans[name].unit), "frames_committed": 0,
-                })
-                for lvl, shp in (("0", shape), ("1", half)):
-                    fg.create_array(lvl, shape=(0,) + shp, dtype=np.float32, chunks=_image_chunks(shp),
-                                    compressors=zstd, dimension_names=dims, fill_value=0.0)
-                fg.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,),
-                                compressors=zstd, dimension_names=("t",), fill_value=0.0)
+                ome = {"version": "0.5",
+                       "multiscales": [_ome_multiscale(name, self.every["fields"], dx, "mean")]}
+                _create_image(fields.create_group(name), ome, np.float32, shape, half, dims, zstd,
+                              unit=str(sim.field_update.plans[name].unit))
         if self.has_tumor:
-            tg = g.create_group("tumor")
-            tg.attrs.update({
-                "ome": {"version": "0.5",
-                        "multiscales": [_ome_multiscale("tumor", self.every["tumor"], dx, "nearest")],
-                        "image-label": {"version": "0.5",
-                                        "colors": [{"label-value": v, "rgba": list(c)} for v, _, c in TUMOR_LABELS],
-                                        "properties": [{"label-value": v, "name": n} for v, n, _ in TUMOR_LABELS]}},
-                "frames_committed": 0,
-            })
-            for lvl, shp in (("0", shape), ("1", half)):
-                tg.create_array(lvl, shape=(0,) + shp, dtype=np.uint8, chunks=_image_chunks(shp),
-                                compressors=zstd, dimension_names=dims, fill_value=0)
-            tg.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,),
-                            compressors=zstd, dimension_names=("t",), fill_value=0.0)
+            ome = {"version": "0.5",
+                   "multiscales": [_ome_multiscale("tumor", self.every["tumor"], dx, "nearest")],
+                   "image-label": {"version": "0.5",
+                                   "colors": [{"label-value": v, "rgba": list(c)} for v, _, c in TUMOR_LABELS],
+                                   "properties": [{"label-value": v, "name": n} for v, n, _ in TUMOR_LABELS]}}
+            _create_image(g.create_group("tumor"), ome, np.uint8, shape, half, dims, zstd)
         if self.has_tcells:
             cg = g.create_group("tcells")
             cg.attrs.update({"frames_committed": 0, "position_axes": ["z", "y", "x"], "position_unit": "micrometer"})
