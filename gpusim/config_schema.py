@@ -394,6 +394,10 @@ class Output(Section):
     checkpoint_every_wall_min: Float | None = Field(
         30.0, gt=0, description="min of wall-clock time; checkpoint interval; None: off"
     )
+    write_queue_steps: StrictInt = Field(
+        2, ge=0, description="steps; how many steps of output (host copies) may wait for the background "
+        "writer before the step loop waits; 0: write inside the step"
+    )
 
     @model_validator(mode="after")
     def _tracks(self) -> "Output":

@@ -332,7 +332,7 @@ class Simulation:
         if out is not None:
             self.attach_store(out, overwrite=overwrite)
         if self._store is not None:  # through the writer's group, whose attributes it rewrites later
-            self._store["writer"].group.attrs["run"] = {"planned_end_min": self.time_min + n_steps * self.dt_min}
+            self._store["writer"].set_attr("run", {"planned_end_min": self.time_min + n_steps * self.dt_min})
         t0 = time.perf_counter()
         with _StopOnSignal() as stop:
             if progress:

@@ -51,7 +51,8 @@ def test_a_full_disk_during_a_frame_write_is_a_clear_error_and_earlier_frames_st
 
     monkeypatch.setattr(zarr.storage.LocalStore, "set", set_)
     with pytest.raises(StoreError, match=r"disk is full.*fields/\w+ frame 2 \(t = 6 min\).*run\.zarr.*intact"):
-        sim.step()  # step 5 ends at t = 6: the next field frame
+        sim.step()  # step 5 ends at t = 6: the next field frame, written in the background:
+        w.flush()  # the error reaches the step loop at the next step or flush
     monkeypatch.undo()
 
     run = open_run(path)

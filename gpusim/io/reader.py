@@ -134,8 +134,8 @@ class Run:
 
     @property
     def perf(self):
-        """Wall seconds per step (``step``, ``wall_s``); for information, never compared."""
-        return self._table("perf", ["step", "wall_s"])
+        """Wall seconds per step (``step``, ``wall_s``, ``write_wait_s``); for information, never compared."""
+        return self._table("perf")
 
     # -- images --------------------------------------------------------------------------------
     def _image(self, grp, name: str, unit: str | None):

@@ -36,21 +36,30 @@ are written; a reader ignores anything beyond it, so a frame cut short by a cras
 ``timeseries/``     one 1D array per column of ``sim.timeseries`` (row i = step i), buffered in memory and
                     written at every frame and at flush/close; ``frames_committed`` counts rows; the
                     attribute ``columns`` keeps their order.
-``perf/``           ``step`` (int64) and ``wall_s`` (float64, wall seconds of that step): timings, never
-                    compared.
+``perf/``           ``step`` (int64), ``wall_s`` (float64, wall seconds of that step) and ``write_wait_s``
+                    (float64, seconds of it spent waiting for a full write queue): timings, never compared.
 
 A frame is due at the end of a step when its end time ``t_end = sim.state.time_min + sim.dt_min`` is
 (to 1e-9 relative) a multiple of the interval. Chunks are fixed at creation ((1, <=64, <=64, <=64) for
-images, 65536 rows for ragged and 1D arrays), zstd level 3; no sharding yet.
+images, 65536 rows for ragged and 1D arrays), zstd level 3. An image larger than one chunk is sharded:
+a shard is one frame of up to 4 chunks per axis (``layout.image_shards``), one file, so that MPI ranks
+whose boxes are whole shards write without locks; the shard shape is kept in the group attribute
+``shard_shape``. Ragged and 1D arrays are not sharded (they grow by appends, and a shard would be
+rewritten whole by each).
 
-This first version writes **synchronously** inside ``apply`` (the step waits for the disk); a bounded
-queue with a writer thread is a later improvement.
+Writing overlaps compute: ``apply`` takes host copies of what is due (a device-to-host copy on a GPU)
+and hands them, as one job per step, to a :class:`~gpusim.io.background.WriteQueue`; its thread
+compresses and writes them in order while the next steps run. The step waits only when
+``output.write_queue_steps`` jobs are already waiting (0: every write happens inside the step).
+``flush``, ``close``, a checkpoint and ``n_frames`` wait for the queue to empty first, so a checkpoint
+never names a step whose frames are not on disk.
 
 A write that fails for lack of space (ENOSPC / EDQUOT) raises :class:`StoreError` naming the array that
-could not be written and the store; any other OS error while writing is a StoreError as well. Frames
-committed before the failure stay readable (their counters were raised only after their data).
+could not be written and the store; any other OS error while writing is a StoreError as well. It is
+raised in the step loop at the next step, flush or close after the failed write (the write ran in the
+background); the jobs queued behind it are dropped. Frames committed before the failure stay readable
+(their counters were raised only after their data).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -60,123 +69,17 @@ import time
 
 import numpy as np
 
+from .background import WriteQueue
+from .layout import (EVENT_COLUMNS, EVENT_KINDS, ROW_CHUNK, TCELL_COLUMNS, TRACK_COLUMNS, TRACK_DRAW, TUMOR_LABELS,
+                     append_image, append_ragged, append_rows, block_mean2, choose_tracked, create_image,
+                     create_ragged, create_table, image_shards, is_due, ome_multiscale, zstd_codec)
 from .store import StoreError, create_store, get_attrs, open_store, set_status
 
-ROW_CHUNK = 65536
+__all__ = ["RunWriter", "TABLE_FLUSH_ROWS"]
+
 #: buffered table rows (steps) after which the tables are written without waiting for a flush
 TABLE_FLUSH_ROWS = 1024
-IMAGE_CHUNK = 64
-TCELL_COLUMNS = {"position_um": np.float32, "uid": np.uint64, "state": np.uint8, "lfa1": np.float32,
-                 "kills": np.uint16}
-TRACK_COLUMNS = {"position_um": np.float32, "uid": np.uint64, "state": np.uint8, "lfa1": np.float32}
-#: the Philox draw index of the track-selection key (see the module docstring)
-TRACK_DRAW = 7
-#: event kinds: code = index
-EVENT_KINDS = ("engage", "hit", "kill", "disengage")
-EVENT_COLUMNS = {"step": np.int64, "kind": np.uint8, "uid": np.uint64, "voxel": np.int64}
-TUMOR_LABELS = ((0, "EMPTY", (0, 0, 0, 0)), (1, "LIVE", (230, 60, 60, 255)), (2, "DEAD", (90, 90, 230, 255)),
-                (3, "NECROTIC", (70, 70, 70, 255)))
-
-
-def is_due(t_end: float, every_min: float) -> bool:
-    """True when ``t_end`` is a multiple of ``every_min`` to 1e-9 (relative to max(1, t))."""
-    k = round(t_end / every_min)
-    return abs(t_end - k * every_min) <= 1e-9 * max(1.0, abs(t_end))
-
-
-def track_keys(seed: int, uids) -> np.ndarray:
-    """The 64-bit track-selection key of each uid (see the module docstring), uint64."""
-    uids = np.ascontiguousarray(uids, np.uint64)
-    return _track_keys_jit(np.uint64(seed), uids)
-
-
-def choose_tracked(seed: int, uids, count: int) -> np.ndarray:
-    """The ``count`` uids (all when fewer) with the smallest track keys, sorted by uid (uint64)."""
-    uids = np.unique(np.asarray(uids, np.uint64))
-    if uids.size == 0 or count <= 0:
-        return np.zeros(0, np.uint64)
-    order = np.lexsort((uids, track_keys(seed, uids)))
-    return np.sort(uids[order[:count]])
-
-
-def _make_track_keys_jit():
-    import numba
-
-    from .. import rng
-
-    stream, purpose, draw = rng.STREAM_SETUP, rng.PURPOSE_PLACEMENT, TRACK_DRAW
-
-    @numba.njit(cache=True)
-    def keys(seed, uids):
-        out = np.empty(uids.shape[0], np.uint64)
-        for i in range(uids.shape[0]):
-            r0, r1, _r2, _r3 = rng.philox_agent(seed, stream, uids[i], 0, purpose, draw)
-            out[i] = (np.uint64(r0) << np.uint64(32)) | np.uint64(r1)
-        return out
-
-    return keys
-
-
-class _LazyJit:
-    fn = None
-
-    def __call__(self, *args):
-        if _LazyJit.fn is None:
-            _LazyJit.fn = _make_track_keys_jit()
-        return _LazyJit.fn(*args)
-
-
-_track_keys_jit = _LazyJit()
-
-
-def block_mean2(a: np.ndarray) -> np.ndarray:
-    """Mean over 2x2x2 blocks of a 3D array (float64 sums, float32 result); a partial block at an odd
-    edge is the mean of the voxels it holds. Shape: ceil(n / 2) per axis."""
-    s = np.asarray(a, np.float64)
-    count = np.ones((1, 1, 1), np.float64)
-    for axis in range(3):
-        n = s.shape[axis]
-        starts = np.arange(0, n, 2)
-        s = np.add.reduceat(s, starts, axis=axis)
-        shape = [1, 1, 1]
-        shape[axis] = starts.size
-        count = count * np.minimum(2, n - starts).astype(np.float64).reshape(shape)
-    return (s / count).astype(np.float32)
-
-
-def _create_image(grp, ome: dict, dtype, shape, half, dims, zstd, **attrs) -> None:
-    """An empty OME-Zarr image over time in ``grp``: levels "0" (``shape``) and "1" (``half``), a
-    ``time_min`` coordinate, ``frames_committed`` 0 and the given extra attributes."""
-    grp.attrs.update({"ome": ome, **attrs, "frames_committed": 0})
-    for lvl, shp in (("0", shape), ("1", half)):
-        grp.create_array(lvl, shape=(0,) + shp, dtype=dtype, chunks=_image_chunks(shp), compressors=zstd,
-                         dimension_names=dims, fill_value=dtype(0))
-    grp.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd,
-                     dimension_names=("t",), fill_value=0.0)
-
-
-def _image_chunks(shape) -> tuple:
-    return (1,) + tuple(min(IMAGE_CHUNK, max(1, int(n))) for n in shape)
-
-
-def _zstd():
-    import zarr
-
-    return zarr.codecs.ZstdCodec(level=3)
-
-
-def _ome_multiscale(name: str, every_min: float, dx: float, kind: str) -> dict:
-    axes = [{"name": "t", "type": "time", "unit": "minute"}] + [
-        {"name": a, "type": "space", "unit": "micrometer"} for a in ("z", "y", "x")]
-    datasets = []
-    for level in (0, 1):
-        f = float(2**level)
-        datasets.append({"path": str(level), "coordinateTransformations": [
-            {"type": "scale", "scale": [float(every_min), f * dx, f * dx, f * dx]},
-            # voxel centres: level 0 at (i + 1/2) dx, level 1 (block of 2) at (2j + 1) dx
-            {"type": "translation", "translation": [0.0, f * dx / 2, f * dx / 2, f * dx / 2]},
-        ]})
-    return {"name": name, "axes": axes, "datasets": datasets, "type": kind}
+PERF_COLUMNS = {"step": np.int64, "wall_s": np.float64, "write_wait_s": np.float64}
 
 
 class RunWriter:
@@ -208,8 +111,9 @@ class RunWriter:
         self._tracked = np.zeros(0, np.uint64)
         self.field_names = list(sim.field_update.plans)
         self._ts_cols = list(sim.recorder.columns)
-        self._perf_step: list[int] = []
-        self._perf_wall: list[float] = []
+        self._perf: dict[str, list] = {name: [] for name in PERF_COLUMNS}
+        self._queue = WriteQueue(int(out.write_queue_steps))
+        self._waited_s = 0.0
         self._closed = False
         if resume_step is None:
             with self._guard("the new store's metadata"):
@@ -219,7 +123,7 @@ class RunWriter:
                     self._tracked = choose_tracked(int(sim.config.seed), alive, int(out.tracks_count))
                 self._create_outputs()
             self._ts_written = 0
-            self._write_frames(float(sim.state.time_min), initial=True)
+            self._submit(self._take_frames(float(sim.state.time_min), initial=True), None)
         else:
             self.group = open_store(path, mode="r+")
             self._check_matches()
@@ -246,26 +150,28 @@ class RunWriter:
         shape = tuple(int(n) for n in sim.state.shape)
         half = tuple((n + 1) // 2 for n in shape)
         dx = float(sim.state.dx_um)
-        zstd = _zstd()
+        zstd = zstd_codec()
         dims = ("t", "z", "y", "x")
+        shards = image_shards(shape)
+        layout = {"shard_shape": None if shards is None else list(shards)}
         if self.field_names:
             fields = g.require_group("fields")
             for name in self.field_names:
                 ome = {"version": "0.5",
-                       "multiscales": [_ome_multiscale(name, self.every["fields"], dx, "mean")]}
-                _create_image(fields.create_group(name), ome, np.float32, shape, half, dims, zstd,
-                              unit=str(sim.field_update.plans[name].unit))
+                       "multiscales": [ome_multiscale(name, self.every["fields"], dx, "mean")]}
+                create_image(fields.create_group(name), ome, np.float32, shape, half, dims, zstd,
+                             unit=str(sim.field_update.plans[name].unit), **layout)
         if self.has_tumor:
             ome = {"version": "0.5",
-                   "multiscales": [_ome_multiscale("tumor", self.every["tumor"], dx, "nearest")],
+                   "multiscales": [ome_multiscale("tumor", self.every["tumor"], dx, "nearest")],
                    "image-label": {"version": "0.5",
                                    "colors": [{"label-value": v, "rgba": list(c)} for v, _, c in TUMOR_LABELS],
                                    "properties": [{"label-value": v, "name": n} for v, n, _ in TUMOR_LABELS]}}
-            _create_image(g.create_group("tumor"), ome, np.uint8, shape, half, dims, zstd)
+            create_image(g.create_group("tumor"), ome, np.uint8, shape, half, dims, zstd, **layout)
         if self.has_tcells:
             cg = g.create_group("tcells")
             cg.attrs.update({"frames_committed": 0, "position_axes": ["z", "y", "x"], "position_unit": "micrometer"})
-            self._create_ragged(cg, TCELL_COLUMNS, zstd)
+            create_ragged(cg, TCELL_COLUMNS, zstd)
         if self.has_tracks:
             kg = g.create_group("tracks")
             kg.attrs.update({"frames_committed": 0, "position_axes": ["z", "y", "x"], "position_unit": "micrometer",
@@ -274,37 +180,20 @@ class RunWriter:
                              "selection": "tracks_count uids of the living T cells at the store's creation with the "
                                           "smallest key (w0 << 32 | w1) of philox_agent(seed, STREAM_SETUP, uid, 0, "
                                           f"PURPOSE_PLACEMENT, {TRACK_DRAW}); ties by uid"})
-            self._create_ragged(kg, TRACK_COLUMNS, zstd)
+            create_ragged(kg, TRACK_COLUMNS, zstd)
         if self.has_events:
             eg = g.create_group("events")
             eg.attrs.update({"frames_committed": 0, "kind_names": list(EVENT_KINDS),
                              "columns": list(EVENT_COLUMNS),
                              "note": "one row per engage/hit/kill/disengage; voxel: the target's global index "
                                      "(z * ny + y) * nx + x; frames_committed counts rows"})
-            for col, dt in EVENT_COLUMNS.items():
-                eg.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
-                                dimension_names=("row",), fill_value=0)
+            create_table(eg, EVENT_COLUMNS, zstd)
         tsg = g.create_group("timeseries")
         tsg.attrs.update({"frames_committed": 0, "columns": self._ts_cols})
         pg = g.create_group("perf")
-        pg.attrs.update({"frames_committed": 0, "note": "wall-clock seconds per step; never compared"})
-        pg.create_array("step", shape=(0,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd, fill_value=0)
-        pg.create_array("wall_s", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd, fill_value=0.0)
-
-    @staticmethod
-    def _create_ragged(grp, columns: dict, zstd) -> None:
-        for col, dt in columns.items():
-            if col == "position_um":
-                grp.create_array(col, shape=(0, 3), dtype=dt, chunks=(ROW_CHUNK, 3), compressors=zstd,
-                                 dimension_names=("row", "axis"), fill_value=0)
-            else:
-                grp.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
-                                 dimension_names=("row",), fill_value=0)
-        off = grp.create_array("offsets", shape=(1,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd,
-                               dimension_names=("frame_edge",), fill_value=0)
-        off[0] = 0
-        grp.create_array("time_min", shape=(0,), dtype=np.float64, chunks=(ROW_CHUNK,), compressors=zstd,
-                         dimension_names=("frame",), fill_value=0.0)
+        pg.attrs.update({"frames_committed": 0, "columns": list(PERF_COLUMNS),
+                         "note": "wall-clock seconds per step, and of it the wait for the write queue; never compared"})
+        create_table(pg, PERF_COLUMNS, zstd)
 
     # -- disk errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -389,8 +278,8 @@ class RunWriter:
         steps = np.asarray(pg["step"][:n])
         keep = int(np.count_nonzero(steps < resume_step))
         pg.attrs["frames_committed"] = keep
-        pg["step"].resize((keep,))
-        pg["wall_s"].resize((keep,))
+        for name in pg.array_keys():
+            pg[name].resize((keep,))
 
     def _image_groups(self):
         g = self.group
@@ -401,37 +290,27 @@ class RunWriter:
             out.append(g["tumor"])
         return out
 
-    # -- frames --------------------------------------------------------------------------------
-    @staticmethod
-    def _append_image(grp, level0: np.ndarray, level1: np.ndarray, t: float) -> None:
-        k = int(grp.attrs["frames_committed"])
-        for lvl, data in (("0", level0), ("1", level1)):
-            arr = grp[lvl]
-            arr.resize((k + 1,) + tuple(arr.shape[1:]))
-            arr[k] = data
-        ta = grp["time_min"]
-        ta.resize((k + 1,))
-        ta[k] = t
-        grp.attrs["frames_committed"] = k + 1
 
-    @staticmethod
-    def _append_ragged(cg, snap: dict, columns: dict, t: float) -> None:
-        k = int(cg.attrs["frames_committed"])
-        base = int(cg["offsets"][k])
-        n = int(np.asarray(snap["uid"]).shape[0])
-        for col, dt in columns.items():
-            data = np.asarray(snap[col], dt)
-            arr = cg[col]
-            arr.resize((base + n,) + tuple(arr.shape[1:]))
-            if n:
-                arr[base:base + n] = data
-        off = cg["offsets"]
-        off.resize((k + 2,))
-        off[k + 1] = base + n
-        ta = cg["time_min"]
-        ta.resize((k + 1,))
-        ta[k] = t
-        cg.attrs["frames_committed"] = k + 1
+    # -- frames: taken in the step loop (host copies), written by the queue's thread ----------------
+    def _take_frames(self, t: float, initial: bool = False) -> list:
+        """Host copies of the frames due at ``t``, as (write function, group path, arguments) items."""
+        sim = self.sim
+        jobs = []
+        if self.field_names and (initial or is_due(t, self.every["fields"])):
+            for name in self.field_names:
+                c = np.asarray(sim.field_host(name), np.float32)
+                jobs.append((append_image, f"fields/{name}", (c, block_mean2(c), t)))
+        if self.has_tumor and (initial or is_due(t, self.every["tumor"])):
+            lat = np.asarray(sim.tumor_state(), np.uint8)
+            jobs.append((append_image, "tumor", (lat, np.ascontiguousarray(lat[::2, ::2, ::2]), t)))
+        snap = None
+        if self.has_tcells and (initial or is_due(t, self.every["tcells"])):
+            snap = sim.tcell_snapshot()
+            jobs.append((append_ragged, "tcells", ({c: snap[c] for c in TCELL_COLUMNS}, TCELL_COLUMNS, t)))
+        if self.has_tracks and (initial or is_due(t, self.every["tracks"])):
+            snap = sim.tcell_snapshot() if snap is None else snap
+            jobs.append((append_ragged, "tracks", (self._tracks_snapshot(snap), TRACK_COLUMNS, t)))
+        return jobs
 
     def _tracks_snapshot(self, snap: dict) -> dict:
         """The rows of ``snap`` (living T cells) whose uid is tracked, in uid order."""
@@ -439,39 +318,49 @@ class RunWriter:
         keep = keep[np.argsort(snap["uid"][keep], kind="stable")]
         return {col: np.asarray(snap[col])[keep] for col in TRACK_COLUMNS}
 
-    def _frame_where(self, grp, t: float) -> str:
-        return f"{grp.path} frame {int(grp.attrs['frames_committed'])} (t = {t:g} min)"
+    def _take_rows(self) -> dict:
+        """The buffered table rows (events, timeseries, perf) as host arrays, handed over: the buffers
+        start empty again."""
+        rows = {}
+        if self._ev_pending:
+            rows["events"] = {col: np.concatenate([p[col] for p in self._ev_pending]).astype(dt, copy=False)
+                              for col, dt in EVENT_COLUMNS.items()}
+            self._ev_pending, self._ev_pending_rows = [], 0
+        cols = self.sim.recorder.columns
+        n = len(cols["time_min"])
+        if n > self._ts_written:
+            rows["timeseries"] = (self._ts_written, {name: np.asarray(cols[name][self._ts_written:n])
+                                                     for name in self._ts_cols})
+            self._ts_written = n
+        if self._perf["step"]:
+            rows["perf"] = {name: np.asarray(self._perf[name], dt) for name, dt in PERF_COLUMNS.items()}
+            self._perf = {name: [] for name in PERF_COLUMNS}
+        return rows
 
-    def _write_frames(self, t: float, initial: bool = False) -> bool:
-        """Write the frames due at ``t``; True when a field, tumour or T-cell frame was written (the
-        buffered rows are then written too)."""
-        sim, g = self.sim, self.group
-        wrote = False
-        if self.field_names and (initial or is_due(t, self.every["fields"])):
-            for name in self.field_names:
-                c = np.asarray(sim.field_host(name), np.float32)
-                fg = g["fields"][name]
-                with self._guard(self._frame_where(fg, t)):
-                    self._append_image(fg, c, block_mean2(c), t)
-            wrote = True
-        if self.has_tumor and (initial or is_due(t, self.every["tumor"])):
-            lat = np.asarray(sim.tumor_state(), np.uint8)
-            with self._guard(self._frame_where(g["tumor"], t)):
-                self._append_image(g["tumor"], lat, lat[::2, ::2, ::2], t)
-            wrote = True
-        snap = None
-        if self.has_tcells and (initial or is_due(t, self.every["tcells"])):
-            snap = sim.tcell_snapshot()
-            with self._guard(self._frame_where(g["tcells"], t)):
-                self._append_ragged(g["tcells"], snap, TCELL_COLUMNS, t)
-            wrote = True
-        if self.has_tracks and (initial or is_due(t, self.every["tracks"])):
-            snap = sim.tcell_snapshot() if snap is None else snap
-            with self._guard(self._frame_where(g["tracks"], t)):
-                self._append_ragged(g["tracks"], self._tracks_snapshot(snap), TRACK_COLUMNS, t)
-            # not ``wrote``: tracks may be due every step, and rewriting the buffered timeseries that
-            # often would cost more than the step (the rows reach disk with the next frame or flush)
-        return wrote
+    def _submit(self, frames: list, rows: dict | None) -> None:
+        if frames or rows:
+            self._queue.submit(lambda: self._commit(frames, rows or {}))
+
+    def _commit(self, frames: list, rows: dict) -> None:
+        """Write ``frames`` and ``rows`` (on the queue's thread), each under its own error guard."""
+        g = self.group
+        for append, where, args in frames:
+            grp = g[where]
+            with self._guard(f"{grp.path} frame {int(grp.attrs['frames_committed'])} (t = {args[-1]:g} min)"):
+                append(grp, *args)
+        if "events" in rows:
+            eg = g["events"]
+            k, m = int(eg.attrs["frames_committed"]), int(rows["events"]["step"].shape[0])
+            with self._guard(f"events/ rows {k}..{k + m - 1}"):
+                append_rows(eg, rows["events"])
+        if "timeseries" in rows:
+            start, values = rows["timeseries"]
+            n = start + int(values["time_min"].shape[0])
+            with self._guard(f"timeseries/ rows {start}..{n - 1}"):
+                append_rows(g["timeseries"], values, start=start)
+        if "perf" in rows:
+            with self._guard("perf/ rows"):
+                append_rows(g["perf"], rows["perf"])
 
     # -- events --------------------------------------------------------------------------------
     def _collect_events(self, sim) -> None:
@@ -500,62 +389,6 @@ class RunWriter:
                                  "uid": uids[order], "voxel": voxels[order]})
         self._ev_pending_rows += m
 
-    def _write_events(self) -> None:
-        if not self._ev_pending:
-            return
-        eg = self.group["events"]
-        k = int(eg.attrs["frames_committed"])
-        m = self._ev_pending_rows
-        with self._guard(f"events/ rows {k}..{k + m - 1}"):
-            for col, dt in EVENT_COLUMNS.items():
-                values = np.concatenate([p[col] for p in self._ev_pending]).astype(dt, copy=False)
-                arr = eg[col]
-                arr.resize((k + m,))
-                arr[k:k + m] = values
-            eg.attrs["frames_committed"] = k + m
-        self._ev_pending.clear()
-        self._ev_pending_rows = 0
-
-    def _write_rows(self) -> None:
-        if self.has_events:
-            self._write_events()
-        cols = self.sim.recorder.columns
-        n = len(cols["time_min"])
-        start = self._ts_written
-        if n > start:
-            with self._guard(f"timeseries/ rows {start}..{n - 1}"):
-                self._write_timeseries(cols, start, n)
-            self._ts_written = n
-        if self._perf_step:
-            with self._guard("perf/ rows"):
-                self._write_perf()
-            self._perf_step.clear()
-            self._perf_wall.clear()
-
-    def _write_timeseries(self, cols, start: int, n: int) -> None:
-        tsg = self.group["timeseries"]
-        zstd = _zstd()
-        for name in self._ts_cols:
-            values = np.asarray(cols[name][start:n])
-            if name not in tsg:
-                tsg.create_array(name, shape=(start,), dtype=values.dtype, chunks=(ROW_CHUNK,),
-                                 compressors=zstd, fill_value=0)
-            arr = tsg[name]
-            arr.resize((n,))
-            arr[start:n] = values
-        tsg.attrs["frames_committed"] = n
-
-    def _write_perf(self) -> None:
-        pg = self.group["perf"]
-        k = int(pg.attrs["frames_committed"])
-        m = len(self._perf_step)
-        for name, values in (("step", np.asarray(self._perf_step, np.int64)),
-                             ("wall_s", np.asarray(self._perf_wall, np.float64))):
-            arr = pg[name]
-            arr.resize((k + m,))
-            arr[k:k + m] = values
-        pg.attrs["frames_committed"] = k + m
-
     # -- the operation -------------------------------------------------------------------------
     def apply(self, sim) -> None:
         if self._closed:  # the same simulation runs on (another run() or step()): the store is live again
@@ -563,35 +396,49 @@ class RunWriter:
                 set_status(self.group, "running")
             self._closed = False
         now = time.perf_counter()
-        self._perf_step.append(int(sim.state.step))
-        self._perf_wall.append(now - self._last_wall)
+        self._perf["step"].append(int(sim.state.step))
+        self._perf["wall_s"].append(now - self._last_wall)
+        self._perf["write_wait_s"].append(self._queue.waited_s - self._waited_s)
+        self._waited_s = self._queue.waited_s
         self._last_wall = now
         t_end = float(sim.state.time_min + sim.dt_min)
         if not math.isfinite(t_end):
             raise ValueError(f"step end time {t_end}")
         if self.has_events:
             self._collect_events(sim)
-        self._write_frames(t_end)
-        # tables (timeseries, perf, events) reach disk in batches, and at every flush: a checkpoint
-        # flushes first and a resume refills lost rows from the checkpoint, so nothing is lost that
-        # the checkpoint needs; batching keeps a table flush (a chunk rewrite per column) rare
+        frames = self._take_frames(t_end)
+        # tables (timeseries, perf, events) reach disk with every image or T-cell frame, in batches,
+        # and at every flush: a checkpoint flushes first and a resume refills lost rows from the
+        # checkpoint, so nothing is lost that the checkpoint needs; tracks alone do not take them
+        # along (tracks may be due every step, and a table write rewrites a chunk per column)
         pending = len(sim.recorder.columns["time_min"]) - self._ts_written
-        if pending >= TABLE_FLUSH_ROWS or self._ev_pending_rows >= ROW_CHUNK:
-            self._write_rows()
+        with_tables = any(where != "tracks" for _, where, _ in frames)
+        rows = (self._take_rows() if with_tables or pending >= TABLE_FLUSH_ROWS or self._ev_pending_rows >= ROW_CHUNK
+                else None)
+        self._submit(frames, rows)
 
     def flush(self) -> None:
-        """Write the buffered timeseries and perf rows now."""
-        self._write_rows()
+        """Write the buffered rows and wait until everything handed to the write queue is on disk."""
+        self._submit([], self._take_rows())
+        self._queue.drain()
+
+    def set_attr(self, key: str, value) -> None:
+        """Set root attribute ``key`` once the queued writes are done (the queue never writes the root)."""
+        self._queue.drain()
+        with self._guard(f"the root attribute {key!r}"):
+            self.group.attrs[key] = value
 
     def close(self, status: str = "complete") -> None:
-        """Flush and record ``status`` ("complete" or "interrupted") and the end time."""
-        self._write_rows()
+        """Flush, end the write thread, and record ``status`` ("complete" or "interrupted") and the end time."""
+        self._submit([], self._take_rows())
+        self._queue.stop()
         with self._guard("the root attributes (status)"):
             set_status(self.group, status)
         self._closed = True
 
     def n_frames(self) -> dict:
-        """Committed frames (rows for the timeseries) per output."""
+        """Committed frames (rows for the timeseries) per output, once the queued writes are done."""
+        self._queue.drain()
         g = self.group
         out = {f"fields/{n}": int(g["fields"][n].attrs["frames_committed"]) for n in self.field_names}
         for name in ("tumor", "tcells", "tracks", "events", "timeseries", "perf"):
