@@ -1,4 +1,4 @@
-"""The ``gpusim`` command: ``run``, ``info``, ``scenarios``.
+"""The ``gpusim`` command: ``run``, ``info``, ``scenarios``, ``view``.
 
     gpusim run --scenario baseline
     gpusim run my.toml --days 3 --set substrates.mg.serum=0.3 --backend cpu
@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(info)
 
     sub.add_parser("scenarios", help="list the built-in scenarios")
+
+    view = sub.add_parser("view", help="open a run store in napari (needs the viewer extra)")
+    view.add_argument("store", help="a run store written by `gpusim run --out`")
+    view.add_argument("--max-points", type=int, metavar="N",
+                      help="T-cell points over all frames above which they are subsampled (default 1e6)")
+    view.add_argument("--color-by", choices=("state", "lfa1"), help="colour the T cells by state or LFA-1")
+    view.add_argument("--2d", dest="ndisplay", action="store_const", const=2, default=3,
+                      help="start in the 2D view (default 3D)")
     return parser
 
 
@@ -234,6 +242,11 @@ def main(argv=None) -> int:
             return _cmd_info(args, console)
         if args.command == "resume":
             return _cmd_resume(args, console)
+        if args.command == "view":
+            from .viewer.app import main as view_main
+
+            return view_main(args.store, max_points=args.max_points, color_by=args.color_by,
+                             ndisplay=args.ndisplay)
         return _cmd_run(args, console)
     except (ConfigError, BackendError, VesselFileError, PlacementError, StoreError, CheckpointError) as exc:
         err.print(Text("error: ", style="bold red") + Text(str(exc)))
