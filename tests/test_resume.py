@@ -96,8 +96,9 @@ def test_resume_from_an_older_checkpoint_drops_the_outputs_after_it(tmp_path, un
     _assert_same(_store_contents(path), _store_contents(whole_path))
 
 
-def _cli(*args, **kw):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+def _cli(*args, extra_env=None, **kw):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               **(extra_env or {}))
     return subprocess.Popen([sys.executable, "-m", "gpusim.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -160,3 +161,46 @@ def test_sigterm_marks_the_store_interrupted_and_resume_is_exact(tmp_path, cli_w
     _out, err = r.communicate(timeout=600)
     assert r.returncode == 0, err[-3000:]
     _assert_same(_store_contents(path), _store_contents(cli_whole))
+
+
+# a kill aimed inside a checkpoint write (the hook GPUSIM_TEST_KILL_IN_CHECKPOINT="N:POINT:K" makes the
+# run SIGKILL itself during its N-th checkpoint, the K-th time it passes POINT): checkpoints fall at
+# steps 20 (slot A), 40 (slot B), 60 (slot A again, over the step-20 one)
+_KILL_MOMENTS = [
+    ("2:slot:1", 20),  # slot B just emptied: the pointer still names A (step 20)
+    ("2:array:4", 20),  # half of slot B's arrays written
+    pytest.param("2:meta:1", 20, marks=pytest.mark.slow),  # B complete but not yet synced or named
+    pytest.param("2:pointer:1", 20, marks=pytest.mark.slow),  # the new pointer written, not yet renamed
+    pytest.param("2:renamed:1", 40, marks=pytest.mark.slow),  # renamed: B (step 40) is the checkpoint
+    pytest.param("3:array:9", 40, marks=pytest.mark.slow),  # slot A half overwritten: B (step 40) stands
+]
+
+
+@pytest.mark.parametrize("moment, resumes_from", _KILL_MOMENTS)
+def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, cli_whole, moment, resumes_from):
+    path = tmp_path / "run.zarr"
+    p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS,
+             extra_env={checkpoint.FAULT_ENV: moment})
+    _out, err = p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL, err[-3000:]
+    run = gpusim.open_run(path)  # the store opens: committed frames read, the status still "running"
+    assert run.status == "running" and run.n_frames["timeseries"] >= 0
+    assert checkpoint.latest_slot(path)["step"] == resumes_from
+    r = _cli("resume", str(path), "--no-progress")
+    _out, err = r.communicate(timeout=600)
+    assert r.returncode == 0, err[-3000:]
+    _assert_same(_store_contents(path), _store_contents(cli_whole))
+
+
+def test_sigkill_inside_the_first_checkpoint_leaves_a_readable_store_and_a_clear_resume_error(tmp_path):
+    path = tmp_path / "run.zarr"
+    p = _cli("run", "--scenario", "baseline", "--minutes", "300", "--out", str(path), *_SETS,
+             extra_env={checkpoint.FAULT_ENV: "1:array:3"})
+    p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL
+    run = gpusim.open_run(path)
+    assert run.n_frames["fields/mg"] >= 1 and run.fields["mg"].isel(t=0).values.size == 16 ** 3
+    assert checkpoint.latest_slot(path) is None
+    r = _cli("resume", str(path), "--no-progress")
+    _out, err = r.communicate(timeout=600)
+    assert r.returncode != 0 and "no checkpoint yet" in err and "Traceback" not in err

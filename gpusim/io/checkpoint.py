@@ -170,14 +170,18 @@ def _write_slot(store_path, arrays, meta) -> dict:
 
     import zarr
 
+    fault = _Fault()
     root = zarr.open_group(str(store_path), mode="r+")
     group = root.require_group("checkpoint")
     current = latest_slot(store_path)
     slot = SLOTS[1] if current is not None and current.get("slot") == SLOTS[0] else SLOTS[0]
     g = group.create_group(slot, overwrite=True)
+    fault("slot")
     for key, a in arrays.items():
         g.create_array(key.replace("/", "."), data=np.ascontiguousarray(a))
+        fault("array")
     g.attrs["meta"] = meta
+    fault("meta")
     _fsync_tree(os.path.join(str(store_path), "checkpoint", slot))
     pointer = {"slot": slot, "step": meta["step"], "time_min": meta["time_min"]}
     cur = _current_path(store_path)
@@ -187,9 +191,42 @@ def _write_slot(store_path, arrays, meta) -> dict:
         json.dump({"zarr_format": 3, "node_type": "group", "attributes": pointer}, f)
         f.flush()
         os.fsync(f.fileno())
+    fault("pointer")
     os.replace(tmp, cur)
+    fault("renamed")
     _fsync_dir(cur.parent)
     return pointer
+
+
+#: test hook (tests/test_resume.py): ``"N:POINT:K"`` makes this process SIGKILL itself during its N-th
+#: checkpoint write, the K-th time it passes POINT (slot, array, meta, pointer, renamed) - a kill aimed
+#: inside a checkpoint write, which a timer from outside hits only by luck
+FAULT_ENV = "GPUSIM_TEST_KILL_IN_CHECKPOINT"
+_writes_in_process = [0]
+
+
+class _Fault:
+    def __init__(self):
+        import os
+
+        _writes_in_process[0] += 1
+        spec = os.environ.get(FAULT_ENV)
+        self.target = None
+        if spec:
+            n, point, k = spec.split(":")
+            if int(n) == _writes_in_process[0]:
+                self.target = (point, int(k))
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, point: str) -> None:
+        if self.target is None:
+            return
+        self.seen[point] = self.seen.get(point, 0) + 1
+        if (point, self.seen[point]) == self.target:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read(store_path) -> tuple[dict, dict]:
