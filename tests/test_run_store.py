@@ -383,6 +383,30 @@ def test_the_event_log_reproduces_the_timeseries_kills_and_engagements(tmp_path)
             assert snap[u][0] == R.FREE
         assert not (set(rows["uid"].tolist()) & set(a["died"].tolist()))  # a T cell that died has no event
 
+    # per-target killer counts, against a plain walk over the log: the cell at a voxel ends at its kill
+    targets = run.targets()
+    assert int(targets["killed"].sum()) == ts["kills"][-1] and int(targets["hits"].sum()) == int((ev["kind"] == "hit").sum())
+    cells = {}  # (voxel, n-th cell there) -> {"hit": set, "engage": set, "kill": [uid, step]}
+    kills_seen = {}
+    for step in range(steps):
+        rows = ev[ev["step"] == step]
+        for _, r in rows[rows["kind"] != "kill"].iterrows():
+            c = cells.setdefault((r.voxel, kills_seen.get(r.voxel, 0)), {"hit": set(), "engage": set(), "kill": None})
+            if r.kind in ("hit", "engage"):
+                c[r.kind].add(int(r.uid))
+        for _, r in rows[rows["kind"] == "kill"].iterrows():
+            c = cells.setdefault((r.voxel, kills_seen.get(r.voxel, 0)), {"hit": set(), "engage": set(), "kill": None})
+            c["kill"] = (int(r.uid), step)
+            kills_seen[r.voxel] = kills_seen.get(r.voxel, 0) + 1
+    assert len(targets) == len(cells)
+    for (voxel, _n), c in sorted(cells.items()):
+        row = targets[(targets["voxel"] == voxel)].iloc[_n]
+        assert (row.hitters, row.engagers, bool(row.killed)) == (len(c["hit"]), len(c["engage"]), c["kill"] is not None)
+        if c["kill"] is not None:
+            assert (int(row.killer_uid), int(row.kill_step)) == c["kill"] and c["kill"][0] in c["hit"]
+        z, rem = divmod(int(voxel), ny * nx)
+        assert (row.z, row.y, row.x) == (z, rem // nx, rem % nx)
+
 
 def _point_at_older_checkpoint(path) -> int:
     """Make the store's checkpoint pointer name the other slot (the checkpoint before the last), as if the

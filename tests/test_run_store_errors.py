@@ -126,3 +126,34 @@ def test_missing_root_metadata_is_a_clear_error_and_nothing_is_touched(tmp_path)
 
     meta.write_bytes(saved)  # put back, the store reads as before
     assert open_run(path).fields["mg"].values.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("node, damage", [("fields/mg/zarr.json", "garbage"), ("fields/mg/zarr.json", "delete"),
+                                          ("fields/mg/0/zarr.json", "delete"), ("tumor/zarr.json", "garbage"),
+                                          ("tumor/zarr.json", "delete"), ("tcells/offsets/zarr.json", "garbage"),
+                                          ("timeseries/zarr.json", "delete")])
+def test_damaged_metadata_of_one_output_is_a_clear_error_for_that_output_only(tmp_path, node, damage):
+    path = tmp_path / "run.zarr"
+    sim, w = _run(path, 3)
+    w.close()
+    good = open_run(path)
+    want = {"mg": good.fields["mg"].values, "o2": good.fields["o2"].values, "tumor": good.tumor.values,
+            "tcells": good.tcells(0), "ts": good.timeseries}
+    meta = path / node
+    if damage == "garbage":
+        meta.write_text("{not json")
+    else:
+        meta.unlink()
+    output = node.split("/zarr.json")[0].rsplit("/0", 1)[0]
+    reads = {"mg": lambda r: r.fields["mg"].values, "o2": lambda r: r.fields["o2"].values,
+             "tumor": lambda r: r.tumor.values, "tcells": lambda r: r.tcells(0), "ts": lambda r: r.timeseries}
+    damaged = {"fields/mg": "mg", "tumor": "tumor", "tcells/offsets": "tcells", "timeseries": "ts"}[output]
+
+    run = open_run(path)  # the root metadata are intact: it opens
+    with pytest.raises(StoreError, match=rf"cannot open {output}.*zarr\.json\) is missing or damaged.*others can still"):
+        reads[damaged](run)
+    for name, read in reads.items():
+        if name != damaged:
+            got = read(run)
+            same = got.equals(want[name]) if hasattr(got, "equals") else got.tobytes() == want[name].tobytes()
+            assert same, name
