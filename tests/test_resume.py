@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import gpusim
+from gpusim.backend import cuda_status
 from gpusim.io import checkpoint
 from test_cells_determinism import busy_config, state_of
 
@@ -204,3 +205,19 @@ def test_sigkill_inside_the_first_checkpoint_leaves_a_readable_store_and_a_clear
     r = _cli("resume", str(path), "--no-progress")
     _out, err = r.communicate(timeout=600)
     assert r.returncode != 0 and "no checkpoint yet" in err and "Traceback" not in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_status()[0], reason=f"no usable GPU: {cuda_status()[1]}")
+@pytest.mark.parametrize("first, then", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_a_checkpoint_written_on_one_backend_resumes_bitwise_on_the_other(tmp_path, uninterrupted, first, then):
+    """GPU -> CPU (a laptop continues a cluster run) and back: the checkpoint holds host arrays only,
+    and the backends compute bitwise alike (tests/test_gpu_simulation.py)."""
+    whole_path, whole_state = uninterrupted  # written on the CPU
+    path = tmp_path / "run.zarr"
+    gpusim.Simulation(_cfg(), backend=first).run(minutes=37, out=path, progress=False)
+    sim = gpusim.Simulation.resume(path, backend=then)
+    assert sim.backend.name == then
+    sim.run(minutes=23, progress=False)
+    _assert_same(state_of(sim), whole_state)
+    _assert_same(_store_contents(path), _store_contents(whole_path))
