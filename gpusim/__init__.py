@@ -16,6 +16,7 @@ from .agents.tcell_store import TCellState
 from .config import Config, ConfigError
 from .scenarios import scenario_config
 from .simulation import FieldNotFiniteError, RunSummary, Simulation
+from .sweep import open_sweep  # lazy: imports pandas/pyarrow only when called
 
 
 
@@ -33,4 +34,4 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = ["Config", "ConfigError", "FieldNotFiniteError", "RunSummary", "Simulation", "TCellState", "TumorState",
-           "open_run", "scenario_config", "__version__"]
+           "open_run", "open_sweep", "scenario_config", "__version__"]

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--color-by", choices=("state", "lfa1"), help="colour the T cells by state or LFA-1")
     view.add_argument("--2d", dest="ndisplay", action="store_const", const=2, default=3,
                       help="start in the 2D view (default 3D)")
+    from .sweep.commands import add_commands as _add_sweep_commands
+
+    _add_sweep_commands(sub)  # sweep, report (gpusim/sweep/commands.py)
     return parser
 
 
@@ -242,6 +245,10 @@ def main(argv=None) -> int:
             return _cmd_info(args, console)
         if args.command == "resume":
             return _cmd_resume(args, console)
+        if args.command in ("sweep", "report"):
+            from .sweep.commands import run_command
+
+            return run_command(args, console)
         if args.command == "view":
             from .viewer.app import main as view_main
 

@@ -14,6 +14,7 @@ Members are deterministic per seed whatever the worker: the run is a function of
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -107,6 +108,9 @@ def make_client(spec, scheduler: str | None = None, workers: int | None = None):
     """(client, cluster we started or None): ``scheduler`` address, else the spec's [cluster]."""
     from distributed import Client
 
+    if not logging.getLogger("gpusim").isEnabledFor(logging.INFO):
+        # the scheduler runs in this process; its start-up chatter would break the progress bar
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler:
         return Client(scheduler), None
     kind = spec.cluster.kind
@@ -123,7 +127,7 @@ def make_client(spec, scheduler: str | None = None, workers: int | None = None):
     gpus = _local_gpus(spec)
     n = workers or spec.cluster.workers or (gpus or max(1, (os.cpu_count() or 1) // spec.threads_per_member))
     kw = dict(threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-              silence_logs=40)  # logging.ERROR: worker chatter would break the progress bar
+              silence_logs=50)  # CRITICAL: a member's error is recorded in the summary, not logged
     with warnings.catch_warnings():
         # the scheduler's HTTP (health) server moves to a free port when 8787 is taken: that is fine
         warnings.filterwarnings("ignore", message="Port .* is already in use")
@@ -139,7 +143,7 @@ def _local_cluster(n: int, gpus: int, env: dict, kw: dict):
         specs = {i: {"cls": Nanny, "options": {"nthreads": 1, "env": {**env, "CUDA_VISIBLE_DEVICES": str(i % gpus)}}}
                  for i in range(n)}
         return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {
-            "host": "127.0.0.1", "dashboard_address": None}}, silence_logs=40)
+            "host": "127.0.0.1", "dashboard_address": None}}, silence_logs=50)
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=n, env=env, **kw)
