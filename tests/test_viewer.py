@@ -70,10 +70,10 @@ def test_layers_hold_the_stored_frames_values_and_scales(viewer_tiny_store, make
 
     mg = viewer.layers["mg (mM)"]
     assert mg.multiscale and len(mg.data) == 2
-    assert mg.data[0].shape == (13, 20, 20, 20) and mg.data[1].shape == (13, 10, 10, 10)
+    assert mg.data[0].shape == (7, 20, 20, 20) and mg.data[1].shape == (7, 10, 10, 10)  # every 5 min
     np.testing.assert_allclose(mg.scale, [5.0, dx, dx, dx])  # minutes, then µm
     np.testing.assert_allclose(mg.translate, [0.0, dx / 2, dx / 2, dx / 2])  # voxel centres
-    np.testing.assert_array_equal(np.asarray(mg.data[0][7]), run.fields["mg"].isel(t=7).values)
+    np.testing.assert_array_equal(np.asarray(mg.data[0][4]), run.fields["mg"].isel(t=4).values)
     lo, hi = mg.contrast_limits
     values = run.fields["mg"].values
     assert lo <= values.min() and hi >= values.max()
@@ -115,7 +115,7 @@ def test_layers_hold_the_stored_frames_values_and_scales(viewer_tiny_store, make
     site_voxel = np.array([np.rint(tum.world_to_data(kills.data_to_world(p))[1:]) for p in kills.data], np.int64)
     np.testing.assert_array_equal(np.ravel_multi_index(site_voxel.T, (nz, ny, nx)), killed["voxel"].to_numpy())
 
-    assert viewer.dims.range[0].start == 0.0 and viewer.dims.range[0].stop == 60.0  # minutes
+    assert viewer.dims.range[0].start == 0.0 and viewer.dims.range[0].stop == 30.0  # minutes
 
 
 def test_a_store_without_root_metadata_is_a_notification_not_an_exception(viewer_tiny_store, tmp_path,
@@ -134,14 +134,14 @@ def test_a_damaged_chunk_is_a_warning_and_the_rest_still_shows(viewer_tiny_store
                                                               notes):
     damaged = tmp_path / "chunk.zarr"
     shutil.copytree(viewer_tiny_store, damaged)
-    chunk = damaged / "fields" / "mg" / "0" / "c" / "12" / "0" / "0" / "0"
+    chunk = damaged / "fields" / "mg" / "0" / "c" / "6" / "0" / "0" / "0"
     assert chunk.exists()
     chunk.write_bytes(b"\x00garbage, not zstd")
     viewer = make_napari_viewer(show=True)
     viewer.open(str(damaged), plugin="gpusim")
     assert "mg (mM)" in [layer.name for layer in viewer.layers] and "T cells" in viewer.layers
-    viewer.dims.set_point(0, 60.0)  # the damaged last frame
-    np.asarray(viewer.layers["mg (mM)"].data[0][12])
+    viewer.dims.set_point(0, 30.0)  # the damaged last frame
+    np.asarray(viewer.layers["mg (mM)"].data[0][6])
     warnings = [m for s, m in notes if s == "warning"]
     assert any("fields/mg/0" in m and "damaged" in m for m in warnings), notes
 

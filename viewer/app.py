@@ -11,8 +11,15 @@ def open_viewer(path, show: bool = True, ndisplay: int = 3, viewer=None):
         viewer = napari.Viewer(title=f"gpusim: {path}", show=show)
     viewer.open(str(path), plugin="gpusim")
     viewer.window.add_plugin_dock_widget("gpusim", "Populations")
-    viewer.dims.ndisplay = ndisplay
+    if ndisplay == 3:
+        show_3d(viewer)
     return viewer
+
+
+def show_3d(viewer) -> None:
+    """The 3D view from an oblique angle (the default looks straight down z, a 2D-looking picture)."""
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (10.0, -35.0, 55.0)
 
 
 def main(path, max_points: int | None = None, color_by: str | None = None, ndisplay: int = 3) -> int:

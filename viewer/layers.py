@@ -90,17 +90,21 @@ def _image_levels(run, grp, key: str, warn):
     return levels, n, scale, translate
 
 
-def contrast_limits(run, name: str, levels, unit: str) -> tuple[float, float]:
-    """The field's range over the run: the stored per-step min/max (timeseries) together with the first
-    and last frame of the coarse level (the initial state precedes the first timeseries row)."""
-    lo, hi = math.inf, -math.inf
+def _timeseries(run):
+    """The run's timeseries, or None when it cannot be read (the image frames still give ranges)."""
     try:
-        ts = run.timeseries
-        cmin, cmax = f"{name}_min_{unit}", f"{name}_max_{unit}"
-        if len(ts) and cmin in ts and cmax in ts:
-            lo, hi = float(np.nanmin(ts[cmin])), float(np.nanmax(ts[cmax]))
-    except Exception:  # a damaged table: the image frames below still give a range
-        pass
+        return run.timeseries
+    except Exception:
+        return None
+
+
+def contrast_limits(ts, name: str, levels, unit: str) -> tuple[float, float]:
+    """The field's range over the run: the stored per-step min/max (``ts``, the timeseries) together
+    with the first and last frame of the coarse level (the initial state precedes the first row)."""
+    lo, hi = math.inf, -math.inf
+    cmin, cmax = f"{name}_min_{unit}", f"{name}_max_{unit}"
+    if ts is not None and len(ts) and cmin in ts and cmax in ts:
+        lo, hi = float(np.nanmin(ts[cmin])), float(np.nanmax(ts[cmax]))
     coarse = levels[-1]
     for k in sorted({0, coarse.shape[0] - 1}):
         if coarse.shape[0]:
@@ -121,13 +125,14 @@ def field_layers(run, warn, first_visible: str = "mg") -> list:
         return out
     names = sorted(run.group["fields"].group_keys())
     visible = first_visible if first_visible in names else (names[0] if names else None)
+    ts = _timeseries(run)
     for name in names:
         grp = run.group["fields"][name]
         unit = str(grp.attrs.get("unit", ""))
         levels, n, scale, translate = _image_levels(run, grp, f"fields/{name}", warn)
         if n == 0:
             continue
-        limits = contrast_limits(run, name, levels, unit)
+        limits = contrast_limits(ts, name, levels, unit)
         meta = _meta(run, f"fields/{name}")
         meta["gpusim"]["contrast_limits"] = limits  # a refresh follows the run's range unless changed
         kwargs = {"name": f"{name} ({unit})" if unit else name, "multiscale": True, "scale": scale,

@@ -76,7 +76,7 @@ class PopulationsWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self._on_layers_changed)
         napari_viewer.layers.events.removed.connect(self._on_layers_changed)
         for layer in napari_viewer.layers:
-            layer.events.data.connect(self._pending.start)
+            layer.events.data.connect(self._schedule)
         self._on_layers_changed()
 
     # -- stores --------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ class PopulationsWidget(QWidget):
         from .reader import open_stores
 
         if event is not None and event.type == "inserted":
-            event.value.events.data.connect(self._pending.start)
+            event.value.events.data.connect(self._schedule)
         stores = open_stores(self.viewer)
         current = self.store.currentText()
         self.store.blockSignals(True)
@@ -95,6 +95,9 @@ class PopulationsWidget(QWidget):
         elif stores:
             self.store.setCurrentIndex(len(stores) - 1)  # the newest
         self.store.blockSignals(False)
+        self._pending.start()
+
+    def _schedule(self, event=None) -> None:
         self._pending.start()
 
     def refresh(self) -> None:

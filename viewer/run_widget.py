@@ -15,11 +15,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                             QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-SAMPLE = "tiny (sample, 1 h)"
+SAMPLE = "tiny (sample, 30 min)"
 CONFIG_FILE = "config file…"
 #: seconds the worker waits for the viewer to re-read the store before it steps on regardless
 REFRESH_WAIT_S = 60.0
@@ -75,7 +75,10 @@ def mark_interrupted(out, planned_end_min: float) -> None:
 
 
 class RunWidget(QWidget):
-    """Dock widget starting a run and showing it live (see the module docstring)."""
+    """Dock widget starting a run and showing it live (see the module docstring). ``updated`` is
+    emitted with the steps done each time the layers have been re-read from the store."""
+
+    updated = Signal(int)
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -246,10 +249,11 @@ class RunWidget(QWidget):
                 refresh_viewer(self.viewer, [out])
             else:
                 self.viewer.open(out, plugin="gpusim")
+            self.progress.setValue(done)
+            self.status.setText(f"{done} / {n_steps} steps written to {out}")
+            self.updated.emit(done)
         finally:
-            self._resume.set()
-        self.progress.setValue(done)
-        self.status.setText(f"{done} / {n_steps} steps written to {out}")
+            self._resume.set()  # only now may the worker step on (or see a stop asked for meanwhile)
 
     def _on_done(self, result) -> None:
         done, n_steps, interrupted = result

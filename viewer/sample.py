@@ -1,4 +1,4 @@
-"""Sample data: a tiny run (20³ voxels of 15 µm, a 90 µm tumour, 150 T cells, 60 min) written in seconds.
+"""Sample data: a tiny run (20³ voxels of 15 µm, a 90 µm tumour, 150 T cells, 30 min) written in seconds.
 
 ``tiny_config()`` is the run (a dict for :class:`gpusim.Simulation`); ``write_tiny_run(path)`` writes its
 store; ``make_sample_data()`` is napari's File → Open Sample → gpusim → "Tiny tumour run".
@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 #: simulated minutes of the sample run
-TINY_MINUTES = 60.0
+TINY_MINUTES = 30.0
 
 
 def tiny_config(seed: int = 7) -> dict:
-    """A run every rule of which fires within the hour (raised rates, as tests/test_cells_determinism's
+    """A run every rule of which fires within half an hour (raised rates, as tests/test_cells_determinism's
     busy config): fields, tumour and T cells every 5 min, 20 tracked T cells every minute, events on."""
     return {
         "grid": {"shape": [20, 20, 20], "dx_um": 15.0}, "time": {"dt_min": 1.0, "duration_min": TINY_MINUTES},
