@@ -1,0 +1,116 @@
+"""The communicator a run uses: MPI's world when the process was launched by ``mpiexec``/``srun``,
+otherwise a one-rank stand-in, so a plain ``gpusim run`` never imports or initialises MPI.
+
+Only this module imports mpi4py. Every message gpusim sends is a NumPy buffer (upper-case mpi4py
+calls): nothing is pickled between ranks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["SerialComm", "launched_by_mpi", "world"]
+
+#: set by MPICH/Hydra, Open MPI, PMIx and Slurm in the processes they launch
+_LAUNCH_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi() -> bool:
+    return any(k in os.environ for k in _LAUNCH_ENV)
+
+
+class SerialComm:
+    """One rank, no MPI: the collective calls gpusim uses, done locally."""
+
+    rank = 0
+    size = 1
+    is_mpi = False
+
+    def barrier(self) -> None:
+        pass
+
+    def allreduce_sum(self, value):
+        return value
+
+    def allreduce_max(self, value):
+        return value
+
+    def bcast_json(self, value, root: int = 0):
+        return value
+
+    def sendrecv(self, send: np.ndarray, dest, recv: np.ndarray, source, tag: int) -> None:
+        if dest is not None or source is not None:
+            raise ValueError("a one-rank run has no neighbours to exchange with")
+
+    def send(self, buf: np.ndarray, dest: int, tag: int) -> None:
+        raise ValueError("a one-rank run has no other rank to send to")
+
+    def recv(self, buf: np.ndarray, source: int, tag: int) -> None:
+        raise ValueError("a one-rank run has no other rank to receive from")
+
+
+class MPIComm:
+    """mpi4py's COMM_WORLD behind the same small interface (buffer messages only)."""
+
+    is_mpi = True
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self._comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+    def _allreduce(self, value, op):
+        a = np.asarray(value)
+        out = np.empty_like(a)
+        self._comm.Allreduce(np.ascontiguousarray(a), out, op=op)
+        return out if a.shape else out[()]
+
+    def allreduce_sum(self, value):
+        """Sum over ranks. For integers exact; for floats the order is MPI's, so gpusim sums floats
+        only where the result is not compared bitwise (or reduces integers/fixed point instead)."""
+        return self._allreduce(value, self._MPI.SUM)
+
+    def allreduce_max(self, value):
+        return self._allreduce(value, self._MPI.MAX)
+
+    def bcast_json(self, value, root: int = 0):
+        """Broadcast a JSON-able value (as UTF-8 bytes: no pickle)."""
+        import json
+
+        data = json.dumps(value).encode() if self.rank == root else b""
+        n = np.array([len(data)], np.int64)
+        self._comm.Bcast(n, root=root)
+        buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
+        self._comm.Bcast(buf, root=root)
+        return json.loads(buf.tobytes().decode())
+
+    def sendrecv(self, send: np.ndarray, dest, recv: np.ndarray, source, tag: int) -> None:
+        null = self._MPI.PROC_NULL
+        self._comm.Sendrecv(send, dest=null if dest is None else dest, sendtag=tag, recvbuf=recv,
+                            source=null if source is None else source, recvtag=tag)
+
+    def send(self, buf: np.ndarray, dest: int, tag: int) -> None:
+        self._comm.Send(buf, dest=dest, tag=tag)
+
+    def recv(self, buf: np.ndarray, source: int, tag: int) -> None:
+        self._comm.Recv(buf, source=source, tag=tag)
+
+
+def world():
+    """MPI's COMM_WORLD when launched by an MPI launcher (mpi4py needed: ``pip install -e ".[mpi]"``),
+    else a :class:`SerialComm`."""
+    if not launched_by_mpi():
+        return SerialComm()
+    try:
+        return MPIComm()
+    except ImportError:
+        raise RuntimeError("this process was started by an MPI launcher but mpi4py is not installed: "
+                           "pip install -e \".[mpi]\" (or mpi4py built against your cluster's MPI)") from None

@@ -1,0 +1,138 @@
+"""MPI domain decomposition (issue 6, first slice): the process grid and boxes (no MPI needed), and
+under ``mpiexec`` with CPU ranks (marker ``mpi``): the halo exchange fills faces, edges and corners
+with the neighbours' voxels, and explicit substrate fields stepped on 1, 2, 3 or 4 ranks, in several
+process-grid shapes, are bitwise equal to the single-process run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpusim
+from gpusim.parallel.decomposition import Decomposition, choose_process_grid, split
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = Path(gpusim.__file__).resolve().parent.parent
+
+
+# -- decomposition (pure) ---------------------------------------------------------------------------
+def test_split_covers_the_axis_with_runs_differing_by_at_most_one():
+    for n, p in itertools.product(range(1, 40), range(1, 9)):
+        if p > n:
+            with pytest.raises(ValueError, match="ranks"):
+                split(n, p)
+            continue
+        runs = split(n, p)
+        assert [s for s, _ in runs] == list(np.cumsum([0] + [m for _, m in runs])[:-1])
+        lengths = [m for _, m in runs]
+        assert sum(lengths) == n and max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
+
+
+def test_aligned_runs_are_whole_blocks_but_the_last():
+    runs = split(300, 3, align=64)  # 5 blocks of 64 (the last partial) over 3 ranks: 2, 2, 1 blocks
+    assert runs == [(0, 128), (128, 128), (256, 44)]
+    with pytest.raises(ValueError, match="whole 64-voxel blocks"):
+        split(100, 3, align=64)
+
+
+def test_the_process_grid_minimises_the_cut_surface():
+    assert choose_process_grid(1, (8, 8, 8)) == (1, 1, 1)
+    assert choose_process_grid(8, (64, 64, 64)) == (2, 2, 2)
+    assert choose_process_grid(4, (128, 16, 16)) == (4, 1, 1)  # thin slabs across the long axis
+    assert choose_process_grid(4, (16, 64, 64)) == (1, 2, 2)
+    assert choose_process_grid(2, (10, 10, 10)) == (2, 1, 1)  # ties: more ranks on z
+    assert choose_process_grid(3, (2, 2, 9)) == (1, 1, 3)  # z and y too thin for 3
+    with pytest.raises(ValueError, match="cannot split"):
+        choose_process_grid(5, (2, 2, 2))
+
+
+def test_boxes_tile_the_grid_and_owner_neighbour_and_ghosts_agree():
+    d = Decomposition((7, 6, 5), ranks_zyx=(2, 3, 1))
+    seen = np.zeros(d.shape, np.int64)
+    for r, b in enumerate(d.boxes()):
+        seen[b.slices] += 1
+        for z, y, x in itertools.product(*(range(o, o + n) for o, n in zip(b.offset, b.shape))):
+            assert d.owner(z, y, x) == r
+        for axis, side in itertools.product(range(3), (-1, 1)):
+            nb = d.neighbour(r, axis, side)
+            edge = b.offset[axis] - 1 if side < 0 else b.stop[axis]
+            assert (nb is None) == (not 0 <= edge < d.shape[axis])
+            assert d.ghosts(r)[axis][(side + 1) // 2] == (0 if nb is None else 1)
+    assert np.all(seen == 1)
+    with pytest.raises(ValueError, match="makes 6 ranks but the run has 4"):
+        Decomposition((7, 6, 5), n_ranks=4, ranks_zyx=(2, 3, 1))
+
+
+# -- under mpiexec ----------------------------------------------------------------------------------
+def _mpiexec():
+    exe = shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    return exe
+
+
+needs_mpi = [pytest.mark.mpi, pytest.mark.skipif(_mpiexec() is None, reason="needs mpiexec and mpi4py "
+                                                 "(pip install -e \".[dev]\" brings mpich and mpi4py)")]
+
+
+def _launch(n, script, *args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")  # n ranks on 2 cores: one thread each
+    p = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(HERE / "mpi" / script), *args], env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+@pytest.mark.parametrize("ranks", [[1, 2, 2], [2, 2, 1], [4, 1, 1], [2, 1, 2]])
+@needs_mpi[0]
+@needs_mpi[1]
+def test_halo_exchange_fills_faces_edges_and_corners_from_the_neighbours(tmp_path, ranks):
+    _launch(4, "halo_driver.py", json.dumps(ranks), str(tmp_path))
+    lines = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    assert sorted(r["rank"] for r in lines) == [0, 1, 2, 3]
+    assert all(r["halo"] and r["scatter"] for r in lines)
+    assert [r["gather"] for r in lines if r["rank"] == 0] == [True]
+
+
+
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    sys.path.insert(0, str(HERE / "mpi"))
+    from fields_driver import config
+
+    sim = gpusim.Simulation(config())
+    start = {n: sim.field_host(n) for n in sim.fields}
+    sim.run(minutes=4, progress=False)
+    end = {n: sim.field_host(n) for n in sim.fields}
+    for n in end:
+        assert not np.array_equal(start[n], end[n])  # the fields evolve: the comparison has content
+    return end
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("n, ranks", [(1, None), (2, [1, 1, 2]), (2, [2, 1, 1]), (3, None), (4, [2, 1, 2]),
+                                      (4, [1, 2, 2])])
+def test_explicit_fields_on_n_ranks_are_bitwise_the_single_process_run(tmp_path, one_process, n, ranks):
+    out = str(tmp_path / "fields.npz")
+    _launch(n, "fields_driver.py", out, "4", *([json.dumps(ranks)] if ranks else []))
+    got = np.load(out)
+    meta = json.loads(Path(out + ".json").read_text())
+    if ranks:
+        assert meta["ranks_zyx"] == ranks
+    assert int(np.prod(meta["ranks_zyx"])) == n
+    for name, want in one_process.items():
+        assert got[name].dtype == want.dtype and got[name].tobytes() == want.tobytes(), name
