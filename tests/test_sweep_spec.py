@@ -141,3 +141,18 @@ def test_sobol_indices_of_the_ishigami_function_match_the_analytic_values():
         assert 0 < t.loc[name, "ST_conf"] < 0.15
     assert res.seed_noise_variance == pytest.approx(0.01, rel=0.1)
     assert res.noise_share < 0.01
+
+
+def test_every_outcome_is_defined_in_model_md_and_the_readme_example_validates():
+    from gpusim.sweep.summary import OUTCOMES
+
+    root = Path(__file__).resolve().parents[1]
+    model = root / "MODEL.md"
+    text = model.read_text().split("## Sweep outcomes", 1)[1].split("\n## ", 1)[0]
+    for name in OUTCOMES:
+        assert f"`{name}`" in text, name
+    spec = load_spec(root / "examples" / "sweep_serum_mg.toml")
+    assert [round(p["substrates.mg.serum"], 9) for p in spec.design_points()] == [0.2, 0.4, 0.6, 0.8]
+    assert len(spec.members()) == 16
+    readme = (root / "README.md").read_text()
+    assert "gpusim sweep examples/sweep_serum_mg.toml" in readme
