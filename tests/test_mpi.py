@@ -108,31 +108,44 @@ def test_halo_exchange_fills_faces_edges_and_corners_from_the_neighbours(tmp_pat
 
 
 
-@pytest.fixture(scope="module")
-def one_process():
-    sys.path.insert(0, str(HERE / "mpi"))
-    from fields_driver import config
+_ONE = {}
 
-    sim = gpusim.Simulation(config())
-    start = {n: sim.field_host(n) for n in sim.fields}
-    sim.run(minutes=4, progress=False)
-    end = {n: sim.field_host(n) for n in sim.fields}
-    for n in end:
-        assert not np.array_equal(start[n], end[n])  # the fields evolve: the comparison has content
-    return end
+
+def _one_process(solver):
+    """The single-process fields after 4 min (cached per solver)."""
+    if solver not in _ONE:
+        sys.path.insert(0, str(HERE / "mpi"))
+        from fields_driver import config
+
+        sim = gpusim.Simulation(config(solver))
+        start = {n: sim.field_host(n) for n in sim.fields}
+        sim.run(minutes=4, progress=False)
+        end = {n: sim.field_host(n) for n in sim.fields}
+        for n in end:
+            assert not np.array_equal(start[n], end[n])  # the fields evolve: the comparison has content
+        _ONE[solver] = end
+    return _ONE[solver]
+
+
+_GRIDS = [(1, None), (2, [1, 1, 2]), (2, [2, 1, 1]), (3, None), (4, [2, 1, 2]), (4, [1, 2, 2])]
 
 
 @needs_mpi[0]
 @needs_mpi[1]
-@pytest.mark.parametrize("n, ranks", [(1, None), (2, [1, 1, 2]), (2, [2, 1, 1]), (3, None), (4, [2, 1, 2]),
-                                      (4, [1, 2, 2])])
-def test_explicit_fields_on_n_ranks_are_bitwise_the_single_process_run(tmp_path, one_process, n, ranks):
+@pytest.mark.parametrize("solver", ["explicit", "lod"])
+@pytest.mark.parametrize("n, ranks", _GRIDS)
+def test_fields_on_n_ranks_are_bitwise_the_single_process_run(tmp_path, solver, n, ranks):
+    """Explicit: halo exchanges; LOD (bitwise mode): whole lines through slab and pencil transposes."""
+    want = _one_process(solver)
     out = str(tmp_path / "fields.npz")
-    _launch(n, "fields_driver.py", out, "4", *([json.dumps(ranks)] if ranks else []))
+    _launch(n, "fields_driver.py", out, "4", json.dumps(ranks), solver)
     got = np.load(out)
     meta = json.loads(Path(out + ".json").read_text())
     if ranks:
         assert meta["ranks_zyx"] == ranks
     assert int(np.prod(meta["ranks_zyx"])) == n
-    for name, want in one_process.items():
-        assert got[name].dtype == want.dtype and got[name].tobytes() == want.tobytes(), name
+    for name, values in want.items():
+        assert got[name].dtype == values.dtype and got[name].tobytes() == values.tobytes(), name
+    moved = meta["bytes_per_step_rank0"]
+    if n > 1:  # something crossed between ranks: the halo for explicit, the transposes for LOD
+        assert moved["halo" if solver == "explicit" else "transpose"] > 0

@@ -261,22 +261,27 @@ def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
 
     x sweep with the reaction and sources, then y and z diffusion sweeps (layout.py).
     """
+    lod_xy_pass(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags)
+    lod_z_pass(c, coef, bc_type, bc_value)
+
+
+@njit(parallel=True, cache=True)
+def lod_xy_pass(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
+    """The x sweep (with the reaction and sources) and the y sweep of one LOD step, in place on ``c``.
+    Whole z-planes only: a distributed run calls it on z-slabs (gpusim.parallel)."""
     nz, ny, nx = c.shape
     cf = _coef_tuple(coef)
     has = _flags(c, vessel, n_tumor, n_tcell, src, flags)
     ut, uc = has[1], has[2]
-    zl, zdl = _face(bc_type, bc_value, cf, 0)
-    zh, zdh = _face(bc_type, bc_value, cf, 1)
     yl, ydl = _face(bc_type, bc_value, cf, 2)
     yh, ydh = _face(bc_type, bc_value, cf, 3)
     xl, xdl = _face(bc_type, bc_value, cf, 4)
     xh, xdh = _face(bc_type, bc_value, cf, 5)
     nmax = max(nx, ny, nz)
-    fix = np.zeros((3, 2, nmax))  # per axis (x, y, z): the (w, g) of lines without per-voxel terms
+    fix = np.zeros((2, 2, nmax))  # per axis (x, y): the (w, g) of lines without per-voxel terms
     _fixed_factors(nx, cf, True, xl, xh, fix[0])
     _fixed_factors(ny, cf, False, yl, yh, fix[1])
-    _fixed_factors(nz, cf, False, zl, zh, fix[2])
-    fx, fy, fz = fix[0], fix[1], fix[2]
+    fx, fy = fix[0], fix[1]
     counts = (vessel, n_tumor, n_tcell)
     z8 = np.zeros((1, max(nx, ny)), np.uint8)  # stand-ins for absent per-voxel arrays: row 0
     z32 = np.zeros((1, max(nx, ny)), np.float32)
@@ -319,7 +324,19 @@ def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
                         _lines_reaction(tb, nb, yb, xaux, has, g, yv, cf, xl, xdl, xh, xdh, False, False)
                 _transpose(tb, 0, p, y0, nx, nb)
             _lines_fixed(p, 0, nx, yb, fy, yv, cf, False, yl, ydl, yh, ydh)
-    # z pass: lines are the columns of the (nz, ny*nx) view, in chunks of lc lines
+
+
+@njit(parallel=True, cache=True)
+def lod_z_pass(c, coef, bc_type, bc_value):
+    """The z sweep of one LOD step, in place on ``c``: every (y, x) column is one independent line, so
+    a distributed run calls it on boxes that hold whole columns (gpusim.parallel)."""
+    nz, ny, nx = c.shape
+    cf = _coef_tuple(coef)
+    zl, zdl = _face(bc_type, bc_value, cf, 0)
+    zh, zdh = _face(bc_type, bc_value, cf, 1)
+    fz = np.zeros((2, nz))
+    _fixed_factors(nz, cf, False, zl, zh, fz)
+    # lines are the columns of the (nz, ny*nx) view, in chunks of lc lines
     nl = ny * nx
     cz = c.reshape((nz, nl))
     # chunks of about ZCHUNK_BYTES, but at least ~32 of them so that every thread gets work

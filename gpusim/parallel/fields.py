@@ -1,5 +1,5 @@
-"""Substrate fields stepped on one rank's box, with a halo exchange before every explicit sub-step;
-bitwise equal to the single-process run (the first slice of issue 6).
+"""Substrate fields stepped on one rank's box: explicit sub-steps with a halo exchange before each,
+LOD steps through transposes; both bitwise equal to the single-process run (the first slice of issue 6).
 
     from gpusim.parallel import comm, fields
     run = fields.BoxFieldRun(cfg, comm.world())          # under mpiexec -n N
@@ -14,10 +14,17 @@ neighbour: the box's voxels read their neighbours from the ghosts, filled by the
 and are overwritten by the next exchange. At a face of the global grid there is no ghost and the
 kernel applies the boundary condition exactly as on one process.
 
-Scope today (each refused with a clear message on more than one rank): substrates with the
-``explicit`` method only (LOD lines and the multigrid steady solver span the whole grid: the
-``bitwise``/``partitioned`` LOD modes and a distributed multigrid are still to come); no tumour, no T
-cells, no events. The initial state (uniform or steady fields, vessels) is set up by the
+LOD (``parallel.lod_mode = "bitwise"``): a Thomas sweep needs its whole line, so the field moves
+between layouts (``redistribute``) instead of cutting lines: to z-slabs (ranks (P, 1, 1): whole x and y
+lines) for the x and y sweeps (``lod_xy_pass``), to z-pencils (ranks (1, a, b): whole z lines) for the
+z sweep (``lod_z_pass``), and back to the boxes after the substrate's ``n_sub`` steps. Every line is
+solved whole by one rank with the single-process arithmetic, so the bits are the same; the price is two
+all-to-all moves of the whole field per LOD step (``message_bytes``). The ``partitioned`` mode (a
+reduced system per cut line, ~KB per step) is still to come.
+
+Scope today (each refused with a clear message on more than one rank): ``explicit`` and ``lod``
+(bitwise) substrates; not yet the multigrid ``steady`` method (O₂'s default), the tumour, T cells or
+events. The initial state (uniform or steady fields, vessels) is set up by the
 single-process code on every rank and cut to the box, so a run's memory per rank is still the whole
 grid at set-up.
 """
@@ -26,8 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, choose_process_grid
 from .halo import Halo, gather
+from .redistribute import redistribute
 
 __all__ = ["BoxFieldRun", "unsupported"]
 
@@ -39,9 +47,13 @@ def unsupported(cfg) -> list:
     out = []
     for s in cfg.substrates:
         method = make_plan(s, cfg).method
-        if method != "explicit":
-            out.append(f"substrates.{s.name}: method {method!r} (only 'explicit' runs across ranks so far; "
-                       f"set solver = \"explicit\" or run on one rank)")
+        if method not in ("explicit", "lod"):
+            out.append(f"substrates.{s.name}: method {method!r} (only 'explicit' and 'lod' run across ranks "
+                       "so far; set method = \"lod\" or run on one rank)")
+    lods = [s.name for s in cfg.substrates if make_plan(s, cfg).method == "lod"]
+    if lods and cfg.parallel.lod_mode != "bitwise":
+        out.append(f"parallel.lod_mode = {cfg.parallel.lod_mode!r}: only 'bitwise' is implemented so far "
+                   f"(substrates {lods})")
     if cfg.tumor is not None:
         out.append("[tumor]: the tumour lattice does not run across ranks yet")
     if cfg.tcells is not None:
@@ -77,10 +89,26 @@ class BoxFieldRun:
                                              for a in (vessel, nt, nc, src)))
         self.step_count = int(st.step)
         self.dt_min = float(self.setup.dt_min)
+        self.redistributed_bytes = 0
+        if any(p.method == "lod" for p in self.plans.values()):
+            shape = self.decomp.shape
+            self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
+            pencils = choose_process_grid(comm.size, (1,) + shape[1:])
+            self.pencils = Decomposition(shape, ranks_zyx=pencils)
+            slab = self.slabs.box(comm.rank)
+            self._slab_operands = {}
+            for name in self.plans:
+                flags, vessel, nt, nc, src = fu._operands(st, name)
+                self._slab_operands[name] = (flags, *(a if a.shape == (1, 1, 1) else np.ascontiguousarray(np.asarray(a)[slab.slices])
+                                                      for a in (vessel, nt, nc, src)))
 
     def step(self) -> None:
-        """One step of every substrate: ``n_sub`` explicit sub-steps, each after a halo exchange."""
+        """One step of every substrate: ``n_sub`` explicit sub-steps (each after a halo exchange) or LOD
+        steps (through the slab and pencil layouts)."""
         for name, plan in self.plans.items():
+            if plan.method == "lod":
+                self._lod(name, plan)
+                continue
             flags, vessel, nt, nc, src = self._operands[name]
             a = self.fields[name]
             b = np.empty_like(a)
@@ -90,6 +118,22 @@ class BoxFieldRun:
                 a, b = b, a
             self.fields[name] = a
         self.step_count += 1
+
+    def _move(self, src, dst, a):
+        out, sent = redistribute(self.comm, src, dst, a)
+        self.redistributed_bytes += sent
+        return out
+
+    def _lod(self, name, plan) -> None:
+        flags, vessel, nt, nc, src = self._slab_operands[name]
+        k = self.kernels
+        c = self._move(self.decomp, self.slabs, np.ascontiguousarray(self.interior(name)))
+        for _ in range(plan.n_sub):
+            k.lod_xy_pass(c, plan.coef, plan.bc_type, plan.bc_value, vessel, nt, nc, src, flags)
+            c = self._move(self.slabs, self.pencils, c)
+            k.lod_z_pass(c, plan.coef, plan.bc_type, plan.bc_value)
+            c = self._move(self.pencils, self.slabs, c)
+        self.fields[name][self.halo.interior] = self._move(self.slabs, self.decomp, c)
 
     def advance(self, minutes: float) -> int:
         n = int(round(float(minutes) / self.dt_min))
@@ -105,6 +149,7 @@ class BoxFieldRun:
         """Field ``name`` over the whole grid on ``root`` (None on the other ranks)."""
         return gather(self.comm, self.decomp, np.ascontiguousarray(self.interior(name)), root)
 
-    def message_bytes_per_step(self) -> int:
-        """Bytes this rank sent in halo exchanges so far, per step (0 before the first)."""
-        return self.halo.bytes_sent // max(1, self.step_count - int(self.setup.state.step))
+    def message_bytes_per_step(self) -> dict:
+        """Bytes this rank sent per step so far: ``halo`` (explicit sub-steps) and ``transpose`` (LOD)."""
+        steps = max(1, self.step_count - int(self.setup.state.step))
+        return {"halo": self.halo.bytes_sent // steps, "transpose": self.redistributed_bytes // steps}

@@ -1,4 +1,4 @@
-"""Run under ``mpiexec -n N``: the explicit fields of a small vessel-fed block on N ranks, gathered on
+"""Run under ``mpiexec -n N``: the explicit or LOD fields of a small vessel-fed block on N ranks, gathered on
 rank 0 and saved (npz) with each rank's box and halo bytes; used by tests/test_mpi.py."""
 
 import json
@@ -11,17 +11,17 @@ from gpusim.parallel import comm as mpi_comm
 from gpusim.parallel.fields import BoxFieldRun
 
 
-def config(shape=(14, 12, 10)):
+def config(solver="explicit", shape=(14, 12, 10)):
     return gpusim.Config.model_validate({
-        "seed": 4, "init": "given", "solver": "explicit", "grid": {"shape": list(shape), "dx_um": 15.0},
+        "seed": 4, "init": "given", "solver": solver, "grid": {"shape": list(shape), "dx_um": 15.0},
         "substrates": [{"name": "mg", "initial": 0.1, "serum": 0.47},
                        {"name": "chemokine", "initial": 1.0, "serum": 0.0, "decay_per_min": 0.05}],
         "vessels": {"kind": "random", "voxel_fraction": 0.05}})
 
 
-def main(out, minutes, ranks_zyx):
+def main(out, minutes, ranks_zyx, solver):
     comm = mpi_comm.world()
-    run = BoxFieldRun(config(), comm, ranks_zyx=ranks_zyx)
+    run = BoxFieldRun(config(solver), comm, ranks_zyx=ranks_zyx)
     run.advance(minutes)
     fields = {name: run.gather(name) for name in run.plans}
     boxes = [[list(b.offset), list(b.shape)] for b in run.decomp.boxes()]
@@ -29,9 +29,8 @@ def main(out, minutes, ranks_zyx):
         np.savez(out, **fields)
         with open(out + ".json", "w") as f:
             json.dump({"ranks_zyx": list(run.decomp.ranks_zyx), "boxes": boxes,
-                       "halo_bytes_per_step_rank0": run.message_bytes_per_step()}, f)
+                       "bytes_per_step_rank0": run.message_bytes_per_step()}, f)
 
 
 if __name__ == "__main__":
-    ranks = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
-    main(sys.argv[1], float(sys.argv[2]), ranks)
+    main(sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4])
