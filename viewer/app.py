@@ -19,7 +19,9 @@ def open_viewer(path, show: bool = True, ndisplay: int = 3, viewer=None):
 def show_3d(viewer) -> None:
     """The 3D view from an oblique angle (the default looks straight down z, a 2D-looking picture)."""
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (10.0, -35.0, 55.0)
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before (deprecated since)
+    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    camera.angles = (10.0, -35.0, 55.0)
 
 
 def main(path, max_points: int | None = None, color_by: str | None = None, ndisplay: int = 3) -> int:
