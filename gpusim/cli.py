@@ -169,15 +169,22 @@ def _cmd_run(args, console: Console) -> int:
     if args.out is not None and _is_store(args.out) and not args.overwrite:
         raise ConfigError.single("--out", args.out, "a run store is already there; resume it with `gpusim "
                                  f"resume {args.out}`, or pass --overwrite to replace it", "<command line>")
-    sim = Simulation(cfg)
-    for line in sim.info():
-        console.print(line)
     if args.days is not None:
         minutes = args.days * 1440.0
     elif args.minutes is not None:
         minutes = args.minutes
     else:
         minutes = cfg.time.duration_min
+    from .parallel.comm import world
+
+    comm = world()
+    if comm.size > 1:  # under mpiexec / srun with several ranks
+        from .parallel.run import run_cli
+
+        return run_cli(args, cfg, comm, console, minutes)
+    sim = Simulation(cfg)
+    for line in sim.info():
+        console.print(line)
     summary = sim.run(minutes=minutes, out=args.out, overwrite=args.overwrite, progress=not args.no_progress)
     _report(sim, summary, console)
     return _after(summary, args.out, console)
@@ -196,6 +203,12 @@ def _after(summary, out, console: Console) -> int:
 def _cmd_resume(args, console: Console) -> int:
     from .simulation import Simulation
 
+    from .parallel.comm import world
+
+    if world().size > 1:
+        raise ConfigError.single("resume", args.store, "resuming on several MPI ranks is not supported yet; "
+                                 f"resume on one process (`gpusim resume {args.store}`): the checkpoint holds "
+                                 "the whole grid", "<command line>")
     sim = Simulation.resume(args.store, backend=args.backend)
     if args.days is not None:
         minutes = args.days * 1440.0

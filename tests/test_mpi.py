@@ -149,3 +149,82 @@ def test_fields_on_n_ranks_are_bitwise_the_single_process_run(tmp_path, solver, 
     moved = meta["bytes_per_step_rank0"]
     if n > 1:  # something crossed between ranks: the halo for explicit, the transposes for LOD
         assert moved["halo" if solver == "explicit" else "transpose"] > 0
+
+
+# -- the command line under mpiexec -------------------------------------------------------------------
+_FIELDS_ONLY = """seed = 4
+init = "given"
+solver = "{solver}"
+[grid]
+shape = [14, 12, 10]
+dx_um = 15.0
+[[substrates]]
+name = "mg"
+initial = 0.1
+serum = 0.47
+[[substrates]]
+name = "chemokine"
+initial = 1.0
+serum = 0.0
+decay_per_min = 0.05
+[vessels]
+kind = "random"
+voxel_fraction = 0.05
+[output]
+fields_every_min = 2.0
+checkpoint_every_steps = 3
+"""
+
+
+def _gpusim(*args, n=None, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "gpusim.cli", *args, "--no-progress"]
+    if n is not None:
+        cmd = [_mpiexec(), "-n", str(n), *cmd]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _same_store(a, b):
+    ra, rb = gpusim.open_run(a), gpusim.open_run(b)
+    assert ra.n_frames == rb.n_frames
+    assert ra.timeseries.equals(rb.timeseries)
+    for name in ra.fields:
+        assert ra.fields[name].values.tobytes() == rb.fields[name].values.tobytes(), name
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("n, solver", [(2, "lod"), (3, "explicit")])
+def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_process(tmp_path, n, solver):
+    cfg = tmp_path / "fields.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver=solver))
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "4", "--out", str(many), n=n)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"parallel: {n} MPI ranks" in p.stdout
+    assert zarr_attrs(many)["parallel"]["ranks"] == n
+    assert _gpusim("run", str(cfg), "--minutes", "4", "--out", str(one)).returncode == 0
+    _same_store(many, one)
+    # the N-rank checkpoint (whole-grid arrays) continues on one process, as the one-process run does
+    for store in (many, one):
+        r = _gpusim("resume", str(store), "--minutes", "2")
+        assert r.returncode == 0, r.stderr[-3000:]
+    _same_store(many, one)
+    assert gpusim.open_run(many).n_frames["timeseries"] == 6
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_mpiexec_refuses_a_config_it_cannot_split_yet_and_writes_nothing(tmp_path):
+    out = tmp_path / "run.zarr"
+    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), n=2)
+    assert p.returncode == 2
+    assert "cannot run on 2 MPI ranks yet" in p.stdout and "[tumor]" in p.stdout and "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def zarr_attrs(path) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").attrs)

@@ -31,6 +31,9 @@ class SerialComm:
     def barrier(self) -> None:
         pass
 
+    def abort(self, code: int = 1) -> None:
+        pass
+
     def allreduce_sum(self, value):
         return value
 
@@ -66,6 +69,10 @@ class MPIComm:
 
     def barrier(self) -> None:
         self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job (a rank that fails would otherwise leave the others waiting)."""
+        self._comm.Abort(code)
 
     def _allreduce(self, value, op):
         a = np.asarray(value)

@@ -66,14 +66,15 @@ def unsupported(cfg) -> list:
 class BoxFieldRun:
     """The fields of ``cfg`` on rank ``comm.rank`` of ``comm.size`` (see the module docstring)."""
 
-    def __init__(self, cfg, comm, ranks_zyx=None):
+    def __init__(self, cfg, comm, ranks_zyx=None, setup=None):
         from ..simulation import Simulation
 
         problems = unsupported(cfg) if comm.size > 1 else []
         if problems:
             raise ValueError("this config cannot run on several MPI ranks yet:\n  " + "\n  ".join(problems))
         self.comm = comm
-        self.setup = Simulation(cfg.with_overrides({"backend": "cpu"}))  # the single-process set-up
+        # the single-process set-up (initial fields, vessels), cut to the box below; ``setup``: one built already
+        self.setup = setup if setup is not None else Simulation(cfg.with_overrides({"backend": "cpu"}))
         ranks = ranks_zyx if ranks_zyx is not None else cfg.parallel.ranks_zyx
         self.decomp = Decomposition(self.setup.state.shape, n_ranks=comm.size, ranks_zyx=ranks)
         self.halo = Halo(comm, self.decomp, width=1)
