@@ -224,6 +224,16 @@ def test_mpiexec_refuses_a_config_it_cannot_split_yet_and_writes_nothing(tmp_pat
     assert not out.exists()
 
 
+@needs_mpi[0]
+@needs_mpi[1]
+def test_the_readme_mpi_example_runs_on_two_ranks(tmp_path):
+    p = _gpusim("run", str(REPO_ROOT / "examples" / "mg_fields_mpi.toml"), "--set", "grid.shape=[16,12,10]",
+                "--minutes", "2", "--out", str(tmp_path / "run.zarr"), n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ts = gpusim.open_run(tmp_path / "run.zarr").timeseries
+    assert len(ts) == 2 and ts["mg_mean_mM"].iloc[-1] > 0.1  # Mg fills from the vessels
+
+
 def zarr_attrs(path) -> dict:
     import zarr
 
