@@ -116,16 +116,7 @@ class Config(Section):
     def from_toml(cls, path: str | os.PathLike) -> "Config":
         """Read and validate a TOML file. A relative ``vessels.path`` is taken relative to the file."""
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError.single("", NO_VALUE, "no such config file", path) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError.single("", NO_VALUE, f"line {_toml_error_line(path, exc)}: invalid TOML: {exc}",
-                                     path) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError.single("", NO_VALUE, f"cannot read the file: {exc}", path) from None
+        data = read_toml(path, "config")
         vessels = data.get("vessels")
         if isinstance(vessels, dict) and isinstance(vessels.get("path"), str) and vessels["path"]:
             if not os.path.isabs(vessels["path"]):
@@ -254,6 +245,21 @@ def _with_hint(message: str, word: str, names: list[str]) -> str:
     """``message`` plus a did-you-mean when a name is close (the names are already listed)."""
     hint = did_you_mean(word, names, list_allowed=False)
     return f"{message}; {hint}" if hint else message
+
+
+def read_toml(path: str, what: str) -> dict:
+    """The TOML table of the ``what`` file (config, sweep) at ``path``; a missing, unreadable or invalid
+    file is a ConfigError naming it (and the line, for invalid TOML)."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError.single("", NO_VALUE, f"no such {what} file", path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError.single("", NO_VALUE, f"line {_toml_error_line(path, exc)}: invalid TOML: {exc}",
+                                 path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single("", NO_VALUE, f"cannot read the file: {exc}", path) from None
 
 
 def _toml_error_line(path: str, exc: Exception) -> int:

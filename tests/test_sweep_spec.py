@@ -113,7 +113,7 @@ def test_a_missing_sweep_file_and_bad_toml_are_clear_errors(tmp_path):
         load_spec(tmp_path / "none.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("base = \n")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="line 1: invalid TOML"):
         load_spec(bad)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from gpusim import scenarios
-from gpusim.config import Config, ConfigError
+from gpusim.config import Config, ConfigError, read_toml
 from gpusim.config_errors import NO_VALUE, from_validation_error, problems
 from gpusim.config_schema import Section
 
@@ -287,13 +287,7 @@ def spec_from_dict(data: dict, source: str = "<dict>", base_dir: str | None = No
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> SweepSpec:
     """Read and validate ``sweep.toml``; ``overrides`` replace top-level keys (the CLI's --days, --seeds)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError.single("", NO_VALUE, "no such sweep file", path) from None
-    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError.single("", NO_VALUE, f"cannot read the sweep file: {exc}", path) from None
+    data = read_toml(path, "sweep")
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     return spec_from_dict(_override(data, overrides), path, os.path.dirname(os.path.abspath(path)))
 
