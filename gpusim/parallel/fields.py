@@ -45,12 +45,12 @@ def unsupported(cfg) -> list:
     from ..fields.coefficients import make_plan
 
     out = []
-    for s in cfg.substrates:
-        method = make_plan(s, cfg).method
+    methods = {s.name: make_plan(s, cfg).method for s in cfg.substrates}
+    for name, method in methods.items():
         if method not in ("explicit", "lod"):
-            out.append(f"substrates.{s.name}: method {method!r} (only 'explicit' and 'lod' run across ranks "
+            out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' run across ranks "
                        "so far; set method = \"lod\" or run on one rank)")
-    lods = [s.name for s in cfg.substrates if make_plan(s, cfg).method == "lod"]
+    lods = [name for name, method in methods.items() if method == "lod"]
     if lods and cfg.parallel.lod_mode != "bitwise":
         out.append(f"parallel.lod_mode = {cfg.parallel.lod_mode!r}: only 'bitwise' is implemented so far "
                    f"(substrates {lods})")
@@ -83,25 +83,24 @@ class BoxFieldRun:
         self.plans = fu.plans
         self.kernels = fu._fk
         self.fields = {name: self.halo.local_from_global(np.asarray(a)) for name, a in st.fields.items()}
-        self._operands = {}
-        for name in self.plans:
-            flags, vessel, nt, nc, src = fu._operands(st, name)
-            self._operands[name] = (flags, *(a if a.shape == (1, 1, 1) else self.halo.local_from_global(np.asarray(a))
-                                             for a in (vessel, nt, nc, src)))
         self.step_count = int(st.step)
         self.dt_min = float(self.setup.dt_min)
         self.redistributed_bytes = 0
-        if any(p.method == "lod" for p in self.plans.values()):
+        if any(p.method == "lod" for p in self.plans.values()):  # (z-slabs need nz >= ranks: LOD only)
             shape = self.decomp.shape
             self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
-            pencils = choose_process_grid(comm.size, (1,) + shape[1:])
-            self.pencils = Decomposition(shape, ranks_zyx=pencils)
-            slab = self.slabs.box(comm.rank)
-            self._slab_operands = {}
-            for name in self.plans:
-                flags, vessel, nt, nc, src = fu._operands(st, name)
-                self._slab_operands[name] = (flags, *(a if a.shape == (1, 1, 1) else np.ascontiguousarray(np.asarray(a)[slab.slices])
-                                                      for a in (vessel, nt, nc, src)))
+            self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
+        # each substrate's (flags, vessel, n_tumor, n_tcell, src) where its kernels read them: explicit
+        # steps on this rank's box with ghosts, LOD's x/y sweeps on its z-slab (dummies stay dummies)
+        cuts = {"explicit": lambda a: self.halo.local_from_global(a),
+                "lod": lambda a: np.ascontiguousarray(a[self.slabs.box(comm.rank).slices])}
+        self._operands, self._spare = {}, {}
+        for name, plan in self.plans.items():
+            flags, *arrays = fu._operands(st, name)
+            cut = cuts[plan.method]
+            self._operands[name] = (flags, *(a if a.shape == (1, 1, 1) else cut(np.asarray(a)) for a in arrays))
+            if plan.method == "explicit":
+                self._spare[name] = np.empty_like(self.fields[name])  # the explicit step's second buffer
 
     def step(self) -> None:
         """One step of every substrate: ``n_sub`` explicit sub-steps (each after a halo exchange) or LOD
@@ -111,13 +110,12 @@ class BoxFieldRun:
                 self._lod(name, plan)
                 continue
             flags, vessel, nt, nc, src = self._operands[name]
-            a = self.fields[name]
-            b = np.empty_like(a)
+            a, b = self.fields[name], self._spare[name]
             for _ in range(plan.n_sub):
                 self.halo.exchange(a)
                 self.kernels.explicit_step(a, b, plan.coef, plan.bc_type, plan.bc_value, vessel, nt, nc, src, flags)
                 a, b = b, a
-            self.fields[name] = a
+            self.fields[name], self._spare[name] = a, b
         self.step_count += 1
 
     def _move(self, src, dst, a):
@@ -126,7 +124,7 @@ class BoxFieldRun:
         return out
 
     def _lod(self, name, plan) -> None:
-        flags, vessel, nt, nc, src = self._slab_operands[name]
+        flags, vessel, nt, nc, src = self._operands[name]
         k = self.kernels
         c = self._move(self.decomp, self.slabs, np.ascontiguousarray(self.interior(name)))
         for _ in range(plan.n_sub):
