@@ -205,24 +205,27 @@ def _cmd_resume(args, console: Console) -> int:
 
     from .parallel.comm import world
 
-    if world().size > 1:
-        raise ConfigError.single("resume", args.store, "resuming on several MPI ranks is not supported yet; "
-                                 f"resume on one process (`gpusim resume {args.store}`): the checkpoint holds "
-                                 "the whole grid", "<command line>")
-    sim = Simulation.resume(args.store, backend=args.backend)
-    if args.days is not None:
-        minutes = args.days * 1440.0
-    elif args.minutes is not None:
-        minutes = args.minutes
-    else:
+    def planned_minutes(sim) -> float:
+        if args.days is not None:
+            return args.days * 1440.0
+        if args.minutes is not None:
+            return args.minutes
         import zarr
 
         planned = dict(zarr.open_group(str(args.store), mode="r").attrs).get("run", {}).get("planned_end_min")
-        minutes = 0.0 if planned is None else max(0.0, float(planned) - sim.time_min)
-        if minutes == 0.0:
-            console.print(f"{args.store} is complete at t = {sim.time_min:g} min; give --days or --minutes to "
-                          "extend it")
-            return 0
+        return 0.0 if planned is None else max(0.0, float(planned) - sim.time_min)
+
+    comm = world()
+    if comm.size > 1:  # under mpiexec / srun: continue on these ranks (the checkpoint holds the whole grid)
+        from .parallel.run import resume_cli
+
+        return resume_cli(args, comm, console, planned_minutes)
+    sim = Simulation.resume(args.store, backend=args.backend)
+    minutes = planned_minutes(sim)
+    if minutes == 0.0 and args.days is None and args.minutes is None:
+        console.print(f"{args.store} is complete at t = {sim.time_min:g} min; give --days or --minutes to "
+                      "extend it")
+        return 0
     console.print(f"resuming {args.store} at t = {sim.time_min:g} min for {minutes:g} min")
     summary = sim.run(minutes=minutes, progress=not args.no_progress)
     _report(sim, summary, console)

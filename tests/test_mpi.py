@@ -218,10 +218,187 @@ def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_p
 @needs_mpi[1]
 def test_mpiexec_refuses_a_config_it_cannot_split_yet_and_writes_nothing(tmp_path):
     out = tmp_path / "run.zarr"
-    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), n=2)
+    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out),
+                "--set", "parallel.lod_mode=partitioned", n=2)
     assert p.returncode == 2
-    assert "cannot run on 2 MPI ranks yet" in p.stdout and "[tumor]" in p.stdout and "Traceback" not in p.stderr
+    assert "cannot run on 2 MPI ranks yet" in p.stdout and "lod_mode" in p.stdout and "Traceback" not in p.stderr
     assert not out.exists()
+
+
+# -- the tumour lattice, T cells and events across ranks ---------------------------------------------
+# A busy block: a tumour cut by every process grid below, T cells engaging, killing, dividing and moving
+# across the faces, recruitment at vessels, an Mg implant, a T-cell infusion, O2 by its steady solver;
+# every output written (fields, tumour, T-cell snapshots, tracks, events, timeseries, checkpoints).
+_BUSY = """seed = 3
+init = "steady"
+[grid]
+shape = [20, 18, 16]
+dx_um = 15.0
+[[substrates]]
+name = "mg"
+[[substrates]]
+name = "o2"
+[[substrates]]
+name = "chemokine"
+[vessels]
+kind = "random"
+voxel_fraction = 0.02
+[tumor]
+initial_radius_um = 90.0
+cycle_rate_per_min = 0.005
+hits_to_kill = 2
+hit_recovery_min = 20.0
+apoptotic_clear_min = 60.0
+[tcells]
+initial_count = 150
+placement = "tumor"
+k_on_per_min = 0.5
+k_hit_per_min = 0.1
+synapse_min = 15.0
+prolif_prob_per_kill = 0.5
+division_delay_min = 30.0
+recruit_per_vessel_per_min = 0.005
+apoptosis_per_min = 1e-3
+speed_um_per_min = 6.0
+[[events]]
+name = "implant"
+type = "implant"
+substrate = "mg"
+time_min = 5.0
+center_um = [150.0, 135.0, 120.0]
+radius_um = 30.0
+rate_umol_per_min = 1e-6
+[[events]]
+name = "infusion"
+type = "tcell_infusion"
+time_min = 10.0
+count = 40
+placement = "shell"
+shell_um = [0.0, 30.0]
+[output]
+fields_every_min = 10.0
+tumor_every_min = 10.0
+tcells_every_min = 10.0
+tracks_every_min = 1.0
+tracks_count = 20
+events = true
+checkpoint_every_steps = 20
+"""
+_BUSY_MIN = 40
+
+
+def _zarr_arrays(path) -> dict:
+    import zarr
+
+    def walk(g, prefix=""):
+        out = {}
+        for k, v in g.members():
+            if isinstance(v, zarr.Array):
+                out[prefix + k] = v
+            else:
+                out.update(walk(v, prefix + k + "/"))
+        return out
+
+    return walk(zarr.open_group(str(path), mode="r"))
+
+
+def _differing(a, b, skip=("perf/",)) -> list:
+    """Arrays of store ``a`` and ``b`` (all but ``skip``) that differ in shape or in any byte; a missing one counts."""
+    aa, bb = _zarr_arrays(a), _zarr_arrays(b)
+    names = {k for k in set(aa) | set(bb) if not k.startswith(skip)}
+    return sorted(k for k in names if k not in aa or k not in bb or aa[k].shape != bb[k].shape
+                  or aa[k][...].tobytes() != bb[k][...].tobytes())
+
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory):
+    """The busy config and its single-process store."""
+    d = tmp_path_factory.mktemp("busy")
+    cfg = d / "busy.toml"
+    cfg.write_text(_BUSY)
+    one = d / "one.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(one))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return cfg, one
+
+
+def _crossings(cfg_path, ranks_zyx) -> dict:
+    """On one process, step by step: T cells that moved into another rank's box, and kills whose killer
+    sat in another box than its target (what the N-rank run must get right across the faces)."""
+    from gpusim.agents import rules as R
+    from gpusim.agents.spatial_index import voxel_of
+
+    sim = gpusim.Simulation(str(cfg_path))
+    d = Decomposition(sim.state.shape, n_ranks=int(np.prod(ranks_zyx)), ranks_zyx=ranks_zyx)
+    owner = np.empty(sim.state.shape, np.int64)
+    for r, b in enumerate(d.boxes()):
+        owner[b.slices] = r
+    owner = owner.reshape(-1)
+    moved = kills = 0
+    for _ in range(_BUSY_MIN):
+        sim.step()
+        s = sim.tcells
+        new_vox = voxel_of(s.pos_um, sim.state.dx_um, sim.state.shape)
+        m = (s.flags & R.FL_MOVED) != 0
+        moved += int(np.count_nonzero(owner[s.voxel[m]] != owner[new_vox[m]]))
+        k = (s.flags & R.FL_KILL) != 0
+        kills += int(np.count_nonzero(owner[s.voxel[k]] != owner[s.target[k]]))
+    return {"moved": moved, "kills": kills}
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("n, ranks", [(2, [2, 1, 1]), (3, None), (4, [2, 2, 1]), (4, [1, 2, 2]), (4, [4, 1, 1])])
+def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy, n, ranks):
+    """Fields, lattice, T-cell snapshots, tracks, events, timeseries and checkpoints: every byte equal."""
+    cfg, one = busy
+    many = tmp_path / "many.zarr"
+    extra = ["--set", f"parallel.ranks_zyx={json.dumps(ranks)}"] if ranks else []
+    p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(many), *extra, n=n)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"parallel: {n} MPI ranks" in p.stdout
+    assert _differing(one, many) == []
+    r = gpusim.open_run(many)
+    assert r.timeseries["kills"].iloc[-1] > 0 and r.timeseries["tumor_births"].iloc[-1] > 0
+    assert r.events is not None and len(r.events) > 0
+    if ranks is not None:  # the comparison covered T cells crossing faces and kills across them
+        crossed = _crossings(cfg, ranks)
+        assert crossed["moved"] > 0 and crossed["kills"] > 0, crossed
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_a_region_narrower_than_the_rules_reach_is_caught(tmp_path, busy, monkeypatch):
+    """With one voxel of region around each box instead of CELL_GHOST the 4-rank store differs: the
+    bitwise comparison above can fail."""
+    cfg, one = busy
+    monkeypatch.setenv("GPUSIM_TEST_CELL_GHOST", "1")
+    many = tmp_path / "narrow.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(many), "--set",
+                "parallel.ranks_zyx=[4,1,1]", n=4)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert any(k.startswith("tcells/") for k in _differing(one, many))
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_a_4_rank_checkpoint_resumes_on_3_ranks_and_on_1_bitwise(tmp_path, busy):
+    cfg, one = busy
+    four = tmp_path / "four.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "25", "--out", str(four), n=4)
+    assert p.returncode == 0, p.stderr[-3000:]
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(four, copy)
+    rest = str(_BUSY_MIN - 25)
+    r3 = _gpusim("resume", str(four), "--minutes", rest, n=3)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert "parallel: 3 MPI ranks" in r3.stdout
+    r1 = _gpusim("resume", str(copy), "--minutes", rest)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    # the outputs are the uninterrupted run's; the checkpoint slots hold other steps (25, 40 vs 20, 40)
+    for store in (four, copy):
+        assert _differing(one, store, skip=("perf/", "checkpoint/")) == []
+        assert gpusim.open_run(store).n_frames["timeseries"] == _BUSY_MIN
 
 
 @needs_mpi[0]

@@ -50,6 +50,37 @@ def active_box(tumor):
     return tuple(np.int64(v) for v in (*lo, *(h - l for l, h in zip(lo, hi))))
 
 
+def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, vessel) -> None:
+    """Phases A1 -> T1 -> T2 -> T3 -> A2 -> A3 of one step on lattice ``st`` and T-cell store ``s``,
+    indexed by ``counts``/``offsets`` (the sort by (voxel, uid) of this step); ``k`` is the backend's
+    ``agents`` kernels, ``dims`` the grid's (nz, ny, nx) as int64 and ``mg``/``o2``/``chem``/``vessel``
+    flat arrays (a dummy where absent). Every read is a gather over at most the 27 voxels around a
+    voxel or an agent, keyed by global voxel index and uid, so a rank holding only part of the
+    lattice and of the T cells gets this phase's exact results where its data reach far enough
+    (gpusim.parallel.cells)."""
+    nz, ny, nx = dims
+    n = np.int64(s.n)
+    tumor = st.tumor.reshape(-1)
+    damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
+    event, div_dir, n_tumor = st.tumor_event.reshape(-1), st.div_dir.reshape(-1), st.n_tumor.reshape(-1)
+    hit_mark = st.hit_mark.reshape(-1)
+    k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.target, s.hit, s.flags, s.prop,
+            s.timer_min, s.div_timer, hit_mark, mg)
+    event[...] = 0
+    box = active_box(st.tumor)
+    if box is not None:  # targets are LIVE, so inside the box: T1 clears every mark A1 set
+        k.tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
+                     s.state, s.target, s.hit, hit_mark, o2)
+        k.tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+        k.tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+                      n_tumor)
+    k.respond(n, seed, step, p, nz, ny, nx, offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
+              s.function, s.target, s.timer_min, s.kills, s.div_timer, s.hit, s.flags, s.prop, s.prio,
+              s.pos_new, tumor, event, chem)
+    k.accept(n, seed, step, p, nz, ny, nx, offsets, counts, s.uid, s.state, s.voxel, s.pos_um,
+             s.div_timer, s.flags, s.prop, s.prio, s.pos_new, tumor)
+
+
 class CellStep:
     """Operation advancing the tumour lattice and the T cells by one step."""
 
@@ -136,38 +167,22 @@ class CellStep:
         return st.vessel.reshape(-1)
 
     def apply(self, sim) -> None:
-        st, k, p, seed = sim.state, self.k, self.p, self.seed
-        xp = self.backend.xp
-        step = np.int64(st.step)
-        nz, ny, nx = self.dims
         self._infuse(sim)
         self.index(sim)
-        s = self.store
-        n = np.int64(s.n)
-        mg, o2, chem = self._field(sim, "mg"), self._field(sim, "o2"), self._field(sim, "chemokine")
-        tumor = st.tumor.reshape(-1)
-        damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
-        event, div_dir, n_tumor = st.tumor_event.reshape(-1), st.div_dir.reshape(-1), st.n_tumor.reshape(-1)
-        vessel = self._vessels(sim)
-        hit_mark = st.hit_mark.reshape(-1)
-        k.sense(n, seed, step, p, s.uid, s.state, s.voxel, s.lfa1, s.function, s.target, s.hit, s.flags, s.prop,
-                s.timer_min, s.div_timer, hit_mark, mg)
-        event[...] = 0
-        box = active_box(st.tumor)
-        if box is not None:  # targets are LIVE, so inside the box: T1 clears every mark A1 set
-            k.tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, self.offsets,
-                         s.state, s.target, s.hit, hit_mark, o2)
-            k.tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, self.counts, div_dir, o2, mg)
-            k.tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
-                          n_tumor)
-        k.respond(n, seed, step, p, nz, ny, nx, self.offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
-                  s.function, s.target, s.timer_min, s.kills, s.div_timer, s.hit, s.flags, s.prop, s.prio,
-                  s.pos_new, tumor, event, chem)
-        k.accept(n, seed, step, p, nz, ny, nx, self.offsets, self.counts, s.uid, s.state, s.voxel, s.pos_um,
-                 s.div_timer, s.flags, s.prop, s.prio, s.pos_new, tumor)
-        self._count(sim, event)
+        st, s = sim.state, self.store
+        run_phases(self.k, self.p, self.seed, np.int64(st.step), self.dims, st, s, self.counts, self.offsets,
+                   self._field(sim, "mg"), self._field(sim, "o2"), self._field(sim, "chemokine"), self._vessels(sim))
+        self.finish(sim)
+
+    def finish(self, sim) -> None:
+        """The end of a step after the phases: this step's counts, recruitment at vessels, daughters
+        appended, and the periodic uid check (the host part; under MPI it runs on the rank holding
+        the whole store, gpusim.parallel.cells)."""
+        st, s = sim.state, self.store
+        step = np.int64(st.step)
+        self._count(sim, st.tumor_event.reshape(-1))
         if self.cfg.tcells is not None:
-            self._recruit(sim, step, tumor, chem)
+            self._recruit(sim, step, st.tumor.reshape(-1), self._field(sim, "chemokine"))
             self._divide()
         if step % UID_CHECK_EVERY == 0 and s.n:
             check_unique(s.uid)

@@ -72,13 +72,17 @@ class FieldUpdate:
         state = sim.state
         for name, plan in self.plans.items():
             if plan.method == "steady":
-                last = self._last_steady.get(name)
-                if last is None or state.time_min - last >= plan.update_every_min - 1e-9:
-                    self.solve_steady(state, name)
-                    self._last_steady[name] = state.time_min
+                self.steady_if_due(state, name)
             else:
                 self._advance(state, name, plan)
-            self._apply_holds(sim, name)
+            self.apply_holds(sim, name)
+
+    def steady_if_due(self, state, name) -> None:
+        """Re-solve steady substrate ``name`` when ``update_every_min`` has passed since its last solve."""
+        last = self._last_steady.get(name)
+        if last is None or state.time_min - last >= self.plans[name].update_every_min - 1e-9:
+            self.solve_steady(state, name)
+            self._last_steady[name] = state.time_min
 
     def _advance(self, state, name, plan):
         flags, vessel, nt, nc, src = self._operands(state, name)
@@ -97,7 +101,7 @@ class FieldUpdate:
             state.fields[name] = a
             self._scratch = c
 
-    def _apply_holds(self, sim, name):
+    def apply_holds(self, sim, name):
         """Clamp the regions of active holds on ``name``: the tumour's LIVE voxels (read on the device
         each step, as the tumour changes) or a sphere (uploaded once)."""
         for ev in sim.schedule.holds(sim.state.time_min):

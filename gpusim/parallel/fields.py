@@ -34,73 +34,154 @@ from __future__ import annotations
 import numpy as np
 
 from .decomposition import Decomposition, choose_process_grid
-from .halo import Halo, gather
+from .halo import Halo, gather, scatter, scatter_box
 from .redistribute import redistribute
 
 __all__ = ["BoxFieldRun", "unsupported"]
 
 
-def unsupported(cfg) -> list:
-    """What in ``cfg`` the distributed field run cannot do yet (empty: it can)."""
+def make_plans(cfg) -> dict:
     from ..fields.coefficients import make_plan
 
+    return {s.name: make_plan(s, cfg) for s in cfg.substrates}
+
+
+def unsupported(cfg, coordinated: bool = True) -> list:
+    """What in ``cfg`` a run on several ranks cannot do yet (empty: it can). ``coordinated``: a
+    ``gpusim run`` under mpiexec (rank 0 holds the whole state, gpusim.parallel.run), which runs
+    steady substrates, the lattice, T cells and events; else fields stepped alone (``advance``)."""
     out = []
-    methods = {s.name: make_plan(s, cfg).method for s in cfg.substrates}
+    methods = {name: plan.method for name, plan in make_plans(cfg).items()}
+    allowed = ("explicit", "lod", "steady") if coordinated else ("explicit", "lod")
     for name, method in methods.items():
-        if method not in ("explicit", "lod"):
-            out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' run across ranks "
-                       "so far; set method = \"lod\" or run on one rank)")
+        if method not in allowed:
+            out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' step on their own across "
+                       "ranks; set method = \"lod\" or run on one rank)")
     lods = [name for name, method in methods.items() if method == "lod"]
     if lods and cfg.parallel.lod_mode != "bitwise":
         out.append(f"parallel.lod_mode = {cfg.parallel.lod_mode!r}: only 'bitwise' is implemented so far "
-                   f"(substrates {lods})")
-    if cfg.tumor is not None:
-        out.append("[tumor]: the tumour lattice does not run across ranks yet")
-    if cfg.tcells is not None:
-        out.append("[tcells]: T cells do not run across ranks yet")
-    if cfg.events:
-        out.append("[[events]]: events do not run across ranks yet")
+                   f"(substrates {lods}); set parallel.lod_mode = \"bitwise\"")
+    if not coordinated:
+        if cfg.tumor is not None:
+            out.append("[tumor]: the lattice runs across ranks only in a coordinated run (gpusim run)")
+        if cfg.tcells is not None:
+            out.append("[tcells]: T cells run across ranks only in a coordinated run (gpusim run)")
+        if cfg.events:
+            out.append("[[events]]: events run across ranks only in a coordinated run (gpusim run)")
     return out
 
 
 class BoxFieldRun:
     """The fields of ``cfg`` on rank ``comm.rank`` of ``comm.size`` (see the module docstring)."""
 
-    def __init__(self, cfg, comm, ranks_zyx=None, setup=None):
+    def __init__(self, cfg, comm, ranks_zyx=None, setup=None, coordinated=False):
+        from ..fields.solver import FieldUpdate
+        from ..backend import select_backend
         from ..simulation import Simulation
 
-        problems = unsupported(cfg) if comm.size > 1 else []
+        problems = unsupported(cfg, coordinated) if comm.size > 1 else []
         if problems:
             raise ValueError("this config cannot run on several MPI ranks yet:\n  " + "\n  ".join(problems))
         self.comm = comm
+        self.coordinated = coordinated
+        ranks = ranks_zyx if ranks_zyx is not None else cfg.parallel.ranks_zyx
+        shape = tuple(int(n) for n in cfg.grid.nzyx)
+        self.decomp = Decomposition(shape, n_ranks=comm.size, ranks_zyx=ranks)
+        self.halo = Halo(comm, self.decomp, width=1)
+        self.dt_min = float(cfg.time.dt_min)
+        self.redistributed_bytes = 0
+        self.scattered_bytes = 0
+        if any(p.method == "lod" for p in (make_plans(cfg)).values()):  # (z-slabs need nz >= ranks: LOD only)
+            self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
+            self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
+        if coordinated:
+            # rank 0 sends the fields and their operands every step (load); steady substrates stay there
+            fu = FieldUpdate(cfg, select_backend("cpu"))
+            self.plans = {n: p for n, p in fu.plans.items() if p.method != "steady"}
+            self.kernels = fu._fk
+            self.fields, self._operands, self._spare = {}, {}, {}
+            self.step_count = 0
+            self._start_step = 0
+            return
         # the single-process set-up (initial fields, vessels), cut to the box below; ``setup``: one built already
         self.setup = setup if setup is not None else Simulation(cfg.with_overrides({"backend": "cpu"}))
-        ranks = ranks_zyx if ranks_zyx is not None else cfg.parallel.ranks_zyx
-        self.decomp = Decomposition(self.setup.state.shape, n_ranks=comm.size, ranks_zyx=ranks)
-        self.halo = Halo(comm, self.decomp, width=1)
         st = self.setup.state
         fu = self.setup.field_update
         self.plans = fu.plans
         self.kernels = fu._fk
         self.fields = {name: self.halo.local_from_global(np.asarray(a)) for name, a in st.fields.items()}
         self.step_count = int(st.step)
-        self.dt_min = float(self.setup.dt_min)
-        self.redistributed_bytes = 0
-        if any(p.method == "lod" for p in self.plans.values()):  # (z-slabs need nz >= ranks: LOD only)
-            shape = self.decomp.shape
-            self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
-            self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
+        self._start_step = self.step_count
         # each substrate's (flags, vessel, n_tumor, n_tcell, src) where its kernels read them: explicit
         # steps on this rank's box with ghosts, LOD's x/y sweeps on its z-slab (dummies stay dummies)
-        cuts = {"explicit": lambda a: self.halo.local_from_global(a),
-                "lod": lambda a: np.ascontiguousarray(a[self.slabs.box(comm.rank).slices])}
         self._operands, self._spare = {}, {}
         for name, plan in self.plans.items():
             flags, *arrays = fu._operands(st, name)
-            cut = cuts[plan.method]
+            cut = self._cut(plan.method)
             self._operands[name] = (flags, *(a if a.shape == (1, 1, 1) else cut(np.asarray(a)) for a in arrays))
             if plan.method == "explicit":
                 self._spare[name] = np.empty_like(self.fields[name])  # the explicit step's second buffer
+
+    def _cut(self, method):
+        """How a whole-grid array every rank holds is cut for ``method``'s kernels."""
+        if method == "explicit":
+            return self.halo.local_from_global
+        return lambda a: np.ascontiguousarray(a[self.slabs.box(self.comm.rank).slices])
+
+    # -- coordinated runs (gpusim.parallel.run): rank 0's mirror sends the state every step -------------
+    def header(self, sim) -> dict:
+        """Rank 0: what the other ranks need to know of this step before ``load``: each stepped
+        substrate's serum value (events change it) and operand flags (sources come and go)."""
+        fu = sim.field_update
+        out = {}
+        for name in self.plans:
+            flags = fu._operands(sim.state, name)[0]
+            out[name] = {"serum": fu.plans[name].serum, "flags": int(flags)}
+        return {"op": "fields", "substrates": out}
+
+    def load(self, header: dict, sim=None) -> None:
+        """Every rank: this step's fields and operands from rank 0 (``sim``, its mirror; None elsewhere),
+        cut to the layout each substrate's kernels read."""
+        from ..fields import layout as L
+
+        st = None if sim is None else sim.state
+        fu = None if sim is None else sim.field_update
+        cache = {}
+
+        def part(key, method, whole, dtype):
+            if (key, method) not in cache:
+                if method == "explicit":
+                    cache[key, method] = scatter(self.comm, self.halo, whole)
+                else:
+                    cache[key, method] = scatter_box(self.comm, self.slabs, whole, dtype)
+                self.scattered_bytes += cache[key, method].nbytes
+            return cache[key, method]
+
+        dummy_u8, dummy_f32 = np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1, 1), np.float32)
+        for name, plan in self.plans.items():
+            h = header["substrates"][name]
+            if plan.serum != h["serum"]:
+                plan.set_serum(h["serum"])  # the same call rank 0's events made: the same coefficients
+            flags = int(h["flags"])
+            ops = fu._operands(st, name)[1:] if fu is not None else (None,) * 4
+            arrays = []
+            for bit, key, whole, dtype, dummy in ((L.HAS_VESSEL, "vessel", ops[0], np.uint8, dummy_u8),
+                                                  (L.HAS_TUMOR, "n_tumor", ops[1], np.uint8, dummy_u8),
+                                                  (L.HAS_TCELL, "n_tcell", ops[2], np.uint8, dummy_u8),
+                                                  (L.HAS_SRC, "src:" + name, ops[3], np.float32, dummy_f32)):
+                arrays.append(part(key, plan.method, whole, dtype) if flags & bit else dummy)
+            self._operands[name] = (flags, *arrays)
+            whole = None if st is None else st.fields[name]
+            self.fields[name] = part("field:" + name, plan.method, whole, np.float32)
+            if plan.method == "explicit" and self._spare.get(name) is None:
+                self._spare[name] = np.empty_like(self.fields[name])
+
+    def gather_into(self, sim=None) -> None:
+        """Every rank: the stepped fields back into rank 0's mirror ``sim``."""
+        for name, plan in self.plans.items():
+            whole = self.gather(name)
+            if sim is not None:
+                sim.state.fields[name][...] = whole
 
     def step(self) -> None:
         """One step of every substrate: ``n_sub`` explicit sub-steps (each after a halo exchange) or LOD
@@ -126,13 +207,18 @@ class BoxFieldRun:
     def _lod(self, name, plan) -> None:
         flags, vessel, nt, nc, src = self._operands[name]
         k = self.kernels
-        c = self._move(self.decomp, self.slabs, np.ascontiguousarray(self.interior(name)))
+        # coordinated: rank 0 sent the field straight to the slabs; standalone: it lives on the boxes
+        c = self.fields[name] if self.coordinated else self._move(self.decomp, self.slabs,
+                                                                  np.ascontiguousarray(self.interior(name)))
         for _ in range(plan.n_sub):
             k.lod_xy_pass(c, plan.coef, plan.bc_type, plan.bc_value, vessel, nt, nc, src, flags)
             c = self._move(self.slabs, self.pencils, c)
             k.lod_z_pass(c, plan.coef, plan.bc_type, plan.bc_value)
             c = self._move(self.pencils, self.slabs, c)
-        self.fields[name][self.halo.interior] = self._move(self.slabs, self.decomp, c)
+        if self.coordinated:
+            self.fields[name] = c
+        else:
+            self.fields[name][self.halo.interior] = self._move(self.slabs, self.decomp, c)
 
     def advance(self, minutes: float) -> int:
         n = int(round(float(minutes) / self.dt_min))
@@ -141,14 +227,18 @@ class BoxFieldRun:
         return n
 
     def interior(self, name: str) -> np.ndarray:
-        """This rank's own voxels of field ``name`` (a view)."""
+        """This rank's own voxels of field ``name`` (a view; its z-slab for LOD in a coordinated run)."""
+        if self.coordinated and self.plans[name].method == "lod":
+            return self.fields[name]
         return self.fields[name][self.halo.interior]
 
     def gather(self, name: str, root: int = 0):
         """Field ``name`` over the whole grid on ``root`` (None on the other ranks)."""
-        return gather(self.comm, self.decomp, np.ascontiguousarray(self.interior(name)), root)
+        decomp = self.slabs if self.coordinated and self.plans[name].method == "lod" else self.decomp
+        return gather(self.comm, decomp, np.ascontiguousarray(self.interior(name)), root)
 
     def message_bytes_per_step(self) -> dict:
         """Bytes this rank sent per step so far: ``halo`` (explicit sub-steps) and ``transpose`` (LOD)."""
-        steps = max(1, self.step_count - int(self.setup.state.step))
-        return {"halo": self.halo.bytes_sent // steps, "transpose": self.redistributed_bytes // steps}
+        steps = max(1, self.step_count - self._start_step)
+        return {"halo": self.halo.bytes_sent // steps, "transpose": self.redistributed_bytes // steps,
+                "scatter": self.scattered_bytes // steps}

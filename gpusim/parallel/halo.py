@@ -14,7 +14,7 @@ import numpy as np
 
 from .decomposition import Decomposition
 
-__all__ = ["Halo", "gather", "scatter"]
+__all__ = ["Halo", "gather", "scatter", "scatter_box"]
 
 _TAG_HALO = 100
 _TAG_GATHER = 200
@@ -123,3 +123,18 @@ def scatter(comm, halo: Halo, whole: np.ndarray | None, root: int = 0) -> np.nda
     local[halo.interior] = mine
     halo.exchange(local)
     return local
+
+
+def scatter_box(comm, decomp: Decomposition, whole: np.ndarray | None, dtype, root: int = 0) -> np.ndarray:
+    """This rank's box of ``decomp`` (no ghosts) cut from a whole grid held on ``root``; ``dtype``
+    is the array's, known to every rank (no message to agree on it)."""
+    if comm.size == 1:
+        return np.ascontiguousarray(whole)
+    if comm.rank == root:
+        for r, box in enumerate(decomp.boxes()):
+            if r != root:
+                comm.send(np.ascontiguousarray(whole[box.slices]), r, _TAG_GATHER + 2)
+        return np.ascontiguousarray(whole[decomp.box(root).slices])
+    mine = np.empty(decomp.box(comm.rank).shape, dtype)
+    comm.recv(mine, root, _TAG_GATHER + 2)
+    return mine

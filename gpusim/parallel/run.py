@@ -1,52 +1,110 @@
-"""``mpiexec -n N gpusim run CONFIG``: a run whose substrate fields are stepped box by box on N ranks
-(gpusim.parallel.fields), with the store, timeseries, checkpoints and progress of the single-process
-code on rank 0.
+"""``mpiexec -n N gpusim run CONFIG`` (and ``gpusim resume STORE``): a run whose field, lattice and
+T-cell arithmetic is done box by box on N ranks, with the store, timeseries, checkpoints and progress
+of the single-process code on rank 0.
 
-Rank 0 holds a whole-grid *mirror* Simulation whose field operation is replaced by
-:class:`DistributedFields`: every step it tells the other ranks to step (a broadcast "step"), steps
-its own box, and gathers every field into the mirror, whose recorder, writer and checkpointer then
-run unchanged. The store and the timeseries are therefore those of the single-process run, bit for
-bit, and its checkpoint (whole-grid arrays) resumes on any rank count: on one process with
-``gpusim resume``. The price of this first version: rank 0 holds the whole grid and receives it
-every step (a gather), so it scales the field arithmetic, not the memory; ranks writing their own
-shards come with the distributed lattice and T cells.
+Rank 0 holds a whole-grid *mirror* Simulation whose field and cell operations are replaced by
+:class:`DistributedFields` and :class:`~gpusim.parallel.cells.DistributedCells`. Every step each of
+them broadcasts what it is about to do, sends every rank its part of the state (its box, or for the
+cells its box plus ``CELL_GHOST`` voxels), computes its own part, and takes the others' results back
+into the mirror, whose events, recorder, writer and checkpointer then run unchanged. The store and
+the timeseries are therefore those of the single-process run, bit for bit, and a checkpoint (whole-grid
+arrays) resumes on any number of ranks, one included.
+
+The price of this version: rank 0 holds the whole state and sends and receives it every step, so it
+spreads the arithmetic, not the memory or the bytes; steady substrates (O₂'s multigrid solve),
+therapy events, recruitment, daughters and infusions run on rank 0. Ranks holding their own state,
+writing their own shards, is the next step (MODEL.md 'Parallel runs').
 """
 
 from __future__ import annotations
 
+from .cells import DistributedCells, CellWorker
 from .fields import BoxFieldRun, unsupported
 
-__all__ = ["DistributedFields", "run_cli"]
+__all__ = ["DistributedFields", "resume_cli", "run_cli"]
 
-_STEP, _STOP = "step", "stop"
+_STOP = {"op": "stop"}
 
 
 class DistributedFields:
-    """Rank 0's field operation: all ranks step their boxes, the fields are gathered into ``sim``."""
+    """Rank 0's field operation: all ranks step their part of the non-steady substrates, which are
+    gathered into ``sim``; steady substrates and holds then run on the mirror as on one process."""
 
     name = "fields"
 
-    def __init__(self, box_run: BoxFieldRun):
+    def __init__(self, box_run: BoxFieldRun, inner):
         self.box = box_run
-        self.plans = box_run.plans  # what the recorder and the writer read from the field operation
-        self._inner = box_run.setup.field_update
+        self._inner = inner
+        self.plans = inner.plans  # what the recorder and the writer read from the field operation
 
-    def __getattr__(self, key):  # field_stats, steady_info, ... of the single-process operation
+    def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
         return getattr(self.__dict__["_inner"], key)
 
     def apply(self, sim) -> None:
-        self.box.comm.bcast_json(_STEP)
+        header = self.box.header(sim)
+        self.box.comm.bcast_json(header)
+        self.box.load(header, sim)
         self.box.step()
-        for name in self.plans:
-            sim.state.fields[name][...] = self.box.gather(name)
+        self.box.gather_into(sim)
+        for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
+            if plan.method == "steady":
+                self._inner.steady_if_due(sim.state, name)
+            self._inner.apply_holds(sim, name)
 
 
-def _follow(box: BoxFieldRun) -> None:
-    """The loop of ranks > 0: step and join the gathers until rank 0 says stop."""
-    while box.comm.bcast_json(None) == _STEP:
-        box.step()
-        for name in box.plans:
-            box.gather(name)
+def _follow(comm, box: BoxFieldRun, cells) -> None:
+    """The loop of ranks > 0: do what rank 0 broadcasts until it says stop."""
+    while True:
+        msg = comm.bcast_json(None)
+        if msg["op"] == "fields":
+            box.load(msg)
+            box.step()
+            box.gather_into()
+        elif msg["op"] == "cells":
+            cells.follow(msg)
+        else:
+            return
+
+
+def _refuse(cfg, comm, console) -> bool:
+    from rich.markup import escape
+
+    problems = unsupported(cfg)
+    if problems and comm.rank == 0:
+        console.print(f"[red]error:[/red] this config cannot run on {comm.size} MPI ranks yet:\n  "
+                      + escape("\n  ".join(problems))
+                      + "\nrun it without mpiexec (one process), or see MODEL.md 'Parallel runs'")
+    return bool(problems)
+
+
+def _drive(cfg, comm, console, make_mirror, body) -> int:
+    """Set up the ranks, let rank 0 build its mirror and run ``body(mirror)``; the others follow."""
+    box = BoxFieldRun(cfg, comm, coordinated=True)
+    has_cells = cfg.tumor is not None or cfg.tcells is not None
+    if comm.rank != 0:
+        cells = CellWorker(cfg, comm, box.decomp, has_vessel=cfg.vessels is not None) if has_cells else None
+        _follow(comm, box, cells)
+        return 0
+    try:
+        mirror = make_mirror()
+        fields = DistributedFields(box, mirror.field_update)
+        swap = {id(mirror.field_update): fields}
+        if mirror.cells is not None:
+            cells = DistributedCells(mirror, comm, box.decomp)
+            swap[id(mirror.cells)] = cells
+        mirror.operations = [swap.get(id(o), o) for o in mirror.operations]
+        mirror.field_update = fields
+        code = body(mirror, box)
+    except BaseException:
+        comm.abort(1)  # the other ranks wait in a broadcast: end the whole job
+        raise
+    comm.bcast_json(_STOP)
+    return code
+
+
+def _describe(comm, box) -> str:
+    return (f"parallel: {comm.size} MPI ranks, process grid {list(box.decomp.ranks_zyx)} (rank 0 holds the whole "
+            "state and sends each rank its part every step)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
@@ -54,36 +112,44 @@ def run_cli(args, cfg, comm, console, minutes: float) -> int:
     from ..cli import _after, _report
     from ..simulation import Simulation
 
-    from rich.markup import escape
-
-    problems = unsupported(cfg)
-    if problems:
-        if comm.rank == 0:
-            console.print(f"[red]error:[/red] this config cannot run on {comm.size} MPI ranks yet:\n  "
-                          + escape("\n  ".join(problems))
-                          + "\nrun it without mpiexec (one process), or see MODEL.md 'Parallel runs'")
+    if _refuse(cfg, comm, console):
         return 2
-    mirror = Simulation(cfg.with_overrides({"backend": "cpu"}))
-    box = BoxFieldRun(cfg, comm, setup=mirror)
-    if comm.rank != 0:
-        _follow(box)
-        return 0
-    try:
-        op = DistributedFields(box)
-        mirror.operations = [op if o is mirror.field_update else o for o in mirror.operations]
-        mirror.field_update = op
+
+    def body(mirror, box):
         for line in mirror.info():
             console.print(line)
-        console.print(f"parallel: {comm.size} MPI ranks, process grid {list(box.decomp.ranks_zyx)} (fields only; "
-                      "rank 0 gathers the fields every step for the store)")
+        console.print(_describe(comm, box))
         if args.out is not None:
             mirror.attach_store(args.out, overwrite=args.overwrite)
             mirror._store["writer"].set_attr("parallel", {"ranks": comm.size, "ranks_zyx": list(box.decomp.ranks_zyx),
                                                           "lod_mode": cfg.parallel.lod_mode})
         summary = mirror.run(minutes=minutes, progress=not args.no_progress)
-    except BaseException:
-        comm.abort(1)  # the other ranks wait in a broadcast: end the whole job
-        raise
-    comm.bcast_json(_STOP)
-    _report(mirror, summary, console)
-    return _after(summary, args.out, console)
+        _report(mirror, summary, console)
+        return _after(summary, args.out, console)
+
+    return _drive(cfg, comm, console, lambda: Simulation(cfg.with_overrides({"backend": "cpu"})), body)
+
+
+def resume_cli(args, comm, console, planned_minutes) -> int:
+    """``gpusim resume STORE`` on ``comm.size`` > 1 ranks: rank 0 restores the checkpoint (whole-grid
+    arrays, written on any number of ranks) into its mirror and the run continues on these ranks.
+    ``planned_minutes(sim)`` gives the minutes to run (from --minutes/--days or the store's plan)."""
+    from ..cli import _after, _report
+    from ..config import Config
+    from ..io.store import open_store
+    from ..simulation import Simulation
+
+    root = open_store(args.store, mode="r")
+    cfg = Config.from_json(root.attrs["gpusim"]["config"], source=f"{args.store} (stored config)")
+    if _refuse(cfg, comm, console):
+        return 2
+
+    def body(mirror, box):
+        minutes = planned_minutes(mirror)
+        console.print(f"resuming {args.store} at t = {mirror.time_min:g} min for {minutes:g} min")
+        console.print(_describe(comm, box))
+        summary = mirror.run(minutes=minutes, progress=not args.no_progress)
+        _report(mirror, summary, console)
+        return _after(summary, args.store, console)
+
+    return _drive(cfg, comm, console, lambda: Simulation.resume(args.store, backend="cpu"), body)

@@ -1,0 +1,237 @@
+"""The tumour lattice and the T cells stepped box by box on N ranks, bitwise equal to one process.
+
+Each step rank 0 (which holds the whole lattice and T-cell store, gpusim.parallel.run) sorts the
+T cells, sends every rank the lattice, the fields the rules read and the T cells of its *region* —
+its box grown by ``CELL_GHOST`` voxels on every side, clipped to the grid — and each rank runs the
+six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`, the same kernels) on
+that region. Rank 0 then takes back each rank's own box of the lattice and the T cells that sat in
+it at the sort, and finishes the step (counts, recruitment, daughters) as one process does.
+
+Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, its random
+numbers are keyed by global voxel index and uid (DESIGN.md §2), and the arrays keep global indexing
+(a rank's arrays are whole-grid sized, zero outside its region). A result is therefore right wherever
+the data it reads are right; data are right in the whole region at the start of the step, and each
+phase that reads its neighbours' results of an earlier phase shrinks the right zone by one voxel:
+
+    A1 sense (own voxel) -> T1 fate (hits of the agents within 1) -> T2 propose (fates within 1)
+    -> T3 claim (proposals within 1) -> A2 respond (targets within 1; credit: hitters within 2)
+    -> A3 accept (proposals of agents within 1 of the voxel moved into: 2 from the agent)
+
+so the owned box is right after six voxels of region (``CELL_GHOST``). Redundant work on the
+ghosts instead of a halo exchange between phases: one message per rank and step.
+
+Scope of this version: rank 0 holds and re-sends the whole state every step (it scales the cell
+arithmetic, not the memory); a rank's arrays are whole-grid sized; recruitment, daughters and
+infusions run on rank 0 (they need the whole store's order, which the single-process run defines).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..agents import params as P
+from ..agents.cells import run_phases
+from ..agents.spatial_index import sort_by_voxel_uid
+from ..agents.tcell_store import COLUMNS, TCellStore
+from ..backend import select_backend
+from .decomposition import Box, Decomposition
+
+__all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
+
+#: voxels of region around a rank's box: the depth of the phases' dependency chain (module docstring)
+CELL_GHOST = 6
+#: the lattice arrays a rank receives (over its region) and returns (over its box)
+LATTICE_IN = ("tumor", "damage", "last_hit", "since", "div_dir", "n_tumor", "hit_mark")
+LATTICE_OUT = LATTICE_IN + ("tumor_event",)
+#: the substrates the rules read (a dummy where the config has none)
+RULE_FIELDS = ("mg", "o2", "chemokine")
+_TAG = 400
+
+
+def ghost_width() -> int:
+    """``CELL_GHOST``, or the test hook ``GPUSIM_TEST_CELL_GHOST`` (a test narrows it to show that the
+    bitwise comparison catches a region too small)."""
+    return int(os.environ.get("GPUSIM_TEST_CELL_GHOST", CELL_GHOST))
+
+
+def region(decomp: Decomposition, rank: int, width: int | None = None) -> Box:
+    """``rank``'s box grown by ``width`` (default :func:`ghost_width`) voxels on every side, clipped
+    to the grid."""
+    width = ghost_width() if width is None else int(width)
+    b = decomp.box(rank)
+    lo = [max(0, o - width) for o in b.offset]
+    hi = [min(n, s + width) for n, s in zip(decomp.shape, b.stop)]
+    return Box(tuple(lo), tuple(h - l for l, h in zip(lo, hi)))
+
+
+def _zyx(voxel, shape):
+    ny, nx = int(shape[1]), int(shape[2])
+    return voxel // (ny * nx), (voxel // nx) % ny, voxel % nx
+
+
+def _inside(voxel, shape, box: Box):
+    z, y, x = _zyx(voxel, shape)
+    (z0, y0, x0), (z1, y1, x1) = box.offset, box.stop
+    return (z >= z0) & (z < z1) & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)
+
+
+def _names(cfg, has_vessel):
+    lattice_in = LATTICE_IN + (("vessel",) if has_vessel else ())
+    lattice_out = LATTICE_OUT + (("vessel",) if has_vessel else ())
+    fields = tuple(n for n in RULE_FIELDS if any(s.name == n for s in cfg.substrates))
+    return lattice_in, lattice_out, fields
+
+
+class _Lattice:
+    """Whole-grid sized lattice arrays with the attribute names of ``State`` (what run_phases reads)."""
+
+    def __init__(self, shape, names):
+        dtypes = {"tumor": np.uint8, "damage": np.uint8, "last_hit": np.int32, "since": np.int32,
+                  "div_dir": np.int8, "n_tumor": np.uint8, "hit_mark": np.uint8, "tumor_event": np.uint8,
+                  "vessel": np.uint8}
+        for name in set(names) | {"tumor_event"}:
+            setattr(self, name, np.zeros(shape, dtypes[name]))
+
+
+class CellWorker:
+    """One rank's part of the cell step: the six phases on its region (see the module docstring)."""
+
+    def __init__(self, cfg, comm, decomp: Decomposition, has_vessel: bool):
+        self.comm, self.decomp = comm, decomp
+        self.backend = select_backend("cpu")  # CPU ranks (GPU ranks are still to come)
+        self.k = self.backend.kernels("agents")
+        self.p = P.build(cfg)
+        self.seed = np.uint64(cfg.seed)
+        self.shape = tuple(decomp.shape)
+        self.dims = tuple(np.int64(n) for n in self.shape)
+        self.dx_um = float(cfg.grid.dx_um)
+        self.lattice_in, self.lattice_out, self.field_names = _names(cfg, has_vessel)
+        self.region = region(decomp, comm.rank)
+        self.box = decomp.box(comm.rank)
+        self.lat = _Lattice(self.shape, self.lattice_in)
+        self.fields = {n: np.zeros(self.shape, np.float32) for n in self.field_names}
+        nvox = int(np.prod(self.shape))
+        self._dummy = np.zeros(1, np.float32)
+        self._no_vessel = np.zeros(nvox, np.uint8)
+        self.store = TCellStore(self.backend, capacity=1024)
+
+    def step(self, step: int, lattice: dict, fields: dict, rows: np.ndarray, columns: dict):
+        """Run the phases of step ``step`` on this rank's region, given its lattice and fields (region
+        arrays), and its T cells (``rows``: their rows in rank 0's sorted store). Returns the box's
+        lattice arrays, and the rows and columns of the T cells that sat in the box."""
+        sl = self.region.slices
+        for name in self.lattice_in:
+            a = getattr(self.lat, name)
+            a.fill(0)  # outside the region: nothing (its rules' results there are never used)
+            a[sl] = lattice[name]
+        for name, f in self.fields.items():
+            f.fill(0)
+            f[sl] = fields[name]
+        s = self.store
+        s.n = 0
+        if rows.shape[0]:
+            s.append(**columns)
+        counts, offsets = sort_by_voxel_uid(s, self.dx_um, self.shape)
+        if not np.array_equal(s.uid, columns["uid"]):  # a subsequence of a sorted store stays in order
+            raise RuntimeError("MPI cell step: this rank's T cells came out of (voxel, uid) order")
+        f = {n: self.fields[n].reshape(-1) if n in self.fields else self._dummy for n in RULE_FIELDS}
+        vessel = self.lat.vessel.reshape(-1) if "vessel" in self.lattice_in else self._no_vessel
+        run_phases(self.k, self.p, self.seed, np.int64(step), self.dims, self.lat, s, counts, offsets,
+                   f["mg"], f["o2"], f["chemokine"], vessel)
+        out_lattice = {name: np.ascontiguousarray(getattr(self.lat, name)[self.box.slices])
+                       for name in self.lattice_out}
+        mine = _inside(s.voxel, self.shape, self.box)
+        return out_lattice, rows[mine], {c: np.ascontiguousarray(getattr(s, c)[mine]) for c in COLUMNS}
+
+    # -- ranks > 0 --------------------------------------------------------------------------------
+    def follow(self, msg: dict) -> None:
+        """Receive this rank's region from rank 0, step it, send the box back."""
+        comm, reg = self.comm, self.region
+        m = np.empty(1, np.int64)
+        comm.recv(m, 0, _TAG)
+        lattice = {n: _recv(comm, reg.shape, getattr(self.lat, n).dtype) for n in self.lattice_in}
+        fields = {n: _recv(comm, reg.shape, np.float32) for n in self.field_names}
+        n = int(m[0])
+        rows = _recv(comm, (n,), np.int64)
+        columns = {c: _recv(comm, (n,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+        out_lattice, out_rows, out_columns = self.step(int(msg["step"]), lattice, fields, rows, columns)
+        for name in self.lattice_out:
+            comm.send(out_lattice[name], 0, _TAG)
+        comm.send(np.array([out_rows.shape[0]], np.int64), 0, _TAG)
+        comm.send(out_rows, 0, _TAG)
+        for c in COLUMNS:
+            comm.send(out_columns[c], 0, _TAG)
+
+
+def _recv(comm, shape, dtype):
+    return _recv_from(comm, 0, shape, dtype)
+
+
+def _recv_from(comm, source, shape, dtype):
+    buf = np.empty(shape, dtype)
+    comm.recv(buf, source, _TAG)
+    return buf
+
+
+class DistributedCells:
+    """Rank 0's cell operation: the single-process CellStep of ``sim``, its phases done by all ranks."""
+
+    name = "cells"
+
+    def __init__(self, sim, comm, decomp: Decomposition):
+        self.inner = sim.cells
+        self.comm, self.decomp = comm, decomp
+        self.worker = CellWorker(sim.config, comm, decomp, has_vessel=sim.state.vessel is not None)
+        self.regions = [region(decomp, r) for r in range(comm.size)]
+
+    def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
+        return getattr(self.__dict__["inner"], key)
+
+    def apply(self, sim) -> None:
+        cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
+        cs._infuse(sim)
+        cs.index(sim)
+        comm.bcast_json({"op": "cells", "step": int(st.step)})
+        s = cs.store
+        host = {c: getattr(s, c) for c in COLUMNS}  # numpy views (rank 0's mirror is on the CPU)
+        mine = None
+        for r, reg in enumerate(self.regions):
+            rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
+            lattice = {n: getattr(st, n)[reg.slices] for n in w.lattice_in}
+            fields = {n: st.fields[n][reg.slices] for n in w.field_names}
+            columns = {c: host[c][rows] for c in COLUMNS}
+            if r == 0:
+                mine = (lattice, fields, rows, columns)
+                continue
+            comm.send(np.array([rows.shape[0]], np.int64), r, _TAG)
+            for name in w.lattice_in:
+                comm.send(np.ascontiguousarray(lattice[name]), r, _TAG)
+            for name in w.field_names:
+                comm.send(np.ascontiguousarray(fields[name]), r, _TAG)
+            comm.send(rows, r, _TAG)
+            for c in COLUMNS:
+                comm.send(np.ascontiguousarray(columns[c]), r, _TAG)
+        lattice, fields, rows, columns = mine
+        results = [w.step(int(st.step), {k: np.ascontiguousarray(v) for k, v in lattice.items()},
+                          {k: np.ascontiguousarray(v) for k, v in fields.items()}, rows, columns)]
+        for r in range(1, comm.size):
+            box = self.decomp.box(r)
+            out_lattice = {n: _recv_from(comm, r, box.shape, getattr(w.lat, n).dtype) for n in w.lattice_out}
+            k = int(_recv_from(comm, r, (1,), np.int64)[0])
+            out_rows = _recv_from(comm, r, (k,), np.int64)
+            out_columns = {c: _recv_from(comm, r, (k,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+            results.append((out_lattice, out_rows, out_columns))
+        seen = np.zeros(s.n, np.int64)
+        for r, (out_lattice, out_rows, out_columns) in enumerate(results):
+            box = self.decomp.box(r)
+            for name in w.lattice_out:
+                getattr(st, name)[box.slices] = out_lattice[name]
+            for c in COLUMNS:
+                host[c][out_rows] = out_columns[c]
+            np.add.at(seen, out_rows, 1)
+        if s.n and not np.all(seen == 1):  # every T cell sits in exactly one box
+            raise RuntimeError(f"MPI cell step: {int(np.sum(seen == 0))} T cells lost, "
+                               f"{int(np.sum(seen > 1))} returned twice")
+        cs.finish(sim)
