@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -140,7 +141,44 @@ def _store_info(path, console: Console) -> int:
         console.print(f"{name}: {n} frames")
     ck = checkpoint.latest_slot(path)
     console.print("last checkpoint: " + (f"step {ck['step']} (t = {ck['time_min']:g} min)" if ck else "none"))
+    ranks = _ranks_table(run.perf)
+    if ranks is not None:
+        console.print(ranks)
     return 0
+
+
+def _ranks_table(perf):
+    """Per MPI rank: T cells, seconds in the cell phases and in the field step, with the imbalance
+    (max / mean over ranks) — from an MPI run's perf/ columns; None for a one-process run. The first
+    step (compilation) is left out."""
+    cols = [c for c in perf.columns if c.startswith("cells_s_r") or c.startswith("fields_s_r")]
+    if not cols or len(perf) < 2:
+        return None
+    p = perf.iloc[1:]
+    n = 1 + max(int(c.rsplit("_r", 1)[1]) for c in cols)
+    table = Table("rank", "T cells (mean)", "cell phases (s)", "field step (s)",
+                  title=f"MPI ranks over {len(p)} steps (perf/)")
+    per = {k: [] for k in ("tcells", "cells", "fields")}
+    for r in range(n):
+        vals = (p.get(f"tcells_r{r}"), p.get(f"cells_s_r{r}"), p.get(f"fields_s_r{r}"))
+        got = [float(v.mean()) if k == 0 else float(v.sum()) if v is not None else float("nan")
+               for k, v in enumerate(vals)]
+        for key, v in zip(per, got):
+            per[key].append(v)
+        table.add_row(str(r), f"{got[0]:.1f}", f"{got[1]:.3f}", f"{got[2]:.3f}")
+
+    def imbalance(values):
+        a = np.asarray(values, np.float64)
+        a = a[np.isfinite(a)]
+        return f"{a.max() / a.mean():.2f}x" if a.size and a.mean() > 0 else "-"
+
+    table.add_row("max/mean", *(imbalance(per[k]) for k in per))
+    other = [c for c in ("cells_rank0_other_s", "fields_rank0_other_s") if c in p]
+    if other:
+        share = float(sum(p[c].sum() for c in other)) / float(p["wall_s"].sum())
+        table.caption = (f"rank 0 spends {100 * share:.0f} % of the wall time sorting, sending and gathering "
+                         "(the whole-state mirror of this version)")
+    return table
 
 
 def _report(sim, summary, console: Console) -> None:

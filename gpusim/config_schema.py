@@ -420,3 +420,9 @@ class Parallel(Section):
         description="'bitwise': LOD lines solved whole, results identical to one rank; 'partitioned': "
         "lines split across ranks (faster, not bitwise equal)",
     )
+    balance: Literal["cells", "even"] = Field(
+        "cells",
+        description="box boundaries of the cell step: 'cells' re-cuts them along each axis of the process "
+        "grid every 10 steps so each rank holds an equal share of T cells and tumour cells; 'even': equal "
+        "boxes (the results are the same either way)",
+    )

@@ -166,6 +166,9 @@ class Simulation:
             self.operations.append(self.cells)
         self.operations.append(self.field_update)
         self.recorder = Recorder(self)
+        #: this step's timings and counts from operations that have them (the MPI ranks' phases):
+        #: name -> float, written as perf/ columns by the run store (never compared, never in the timeseries)
+        self.perf_extra: dict[str, float] = {}
         self.operations.append(self.recorder)
         if self.cells is not None:
             self.cells.place_initial(self)

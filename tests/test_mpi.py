@@ -403,6 +403,77 @@ def test_a_4_rank_checkpoint_resumes_on_3_ranks_and_on_1_bitwise(tmp_path, busy)
 
 @needs_mpi[0]
 @needs_mpi[1]
+def test_even_boxes_give_the_same_store_and_perf_records_each_ranks_share(tmp_path, busy):
+    """parallel.balance = "even" (the fields' boxes) writes the same bytes as the default cell-balanced
+    boxes; perf/ holds every rank's T cells, which add up to the run's T cells, and `gpusim info` shows them."""
+    cfg, one = busy
+    many = tmp_path / "even.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(many), "--set", "parallel.balance=even",
+                n=4)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _differing(one, many) == []
+    r = gpusim.open_run(many)
+    perf, ts = r.perf, r.timeseries
+    owned = sum(perf[f"tcells_r{k}"].to_numpy() for k in range(4))
+    # a step's T cells at its sort are the previous step's survivors; the infusion (10 min, dt 1 min)
+    # adds 40 at the start of step 10
+    for step in range(1, _BUSY_MIN):
+        want = int(ts["tcells"].iloc[step - 1]) + (40 if step == 10 else 0)
+        assert int(owned[step]) == want, step
+    info = subprocess.run([sys.executable, "-m", "gpusim.cli", "info", str(many)], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS="120"), timeout=120)
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert "MPI ranks over 39 steps" in info.stdout and "max/mean" in info.stdout
+
+
+def test_balanced_runs_tile_the_axis_and_share_the_weight():
+    from gpusim.parallel.decomposition import balanced_runs
+
+    rng = np.random.default_rng(1)
+    for n, p in [(20, 2), (20, 4), (37, 3), (9, 9), (64, 8)]:
+        for w in (rng.random(n), np.r_[np.zeros(n - 3), 5.0, 1.0, 1.0], np.zeros(n)):
+            runs = balanced_runs(w, p)
+            assert [s for s, _ in runs] == list(np.cumsum([0] + [m for _, m in runs])[:-1])
+            assert sum(m for _, m in runs) == n and min(m for _, m in runs) >= 1 and len(runs) == p
+            if w.sum() > 0 and w.max() <= w.sum() / (4 * p):  # no voxel outweighs a share: shares even
+                shares = [w[s:s + m].sum() for s, m in runs]
+                assert max(shares) - min(shares) <= 2 * w.max(), (n, p, shares)
+    assert balanced_runs(np.zeros(10), 3) == [(0, 4), (4, 3), (7, 3)]  # no weight: split()
+    with pytest.raises(ValueError, match="do not tile"):
+        Decomposition.from_runs((10, 4, 4), [[(0, 4), (5, 5)], [(0, 4)], [(0, 4)]])
+
+
+def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
+    """A tumour in one corner on 4 ranks (2, 2, 1): equal boxes give one rank nearly all of it; the
+    cell-balanced boxes give each rank a quarter of the T cells and tumour cells, to within 15 %."""
+    from gpusim.parallel.cells import cell_weights
+
+    shape = (32, 32, 32)
+    tumor = np.zeros(shape, np.uint8)
+    z, y, x = np.indices(shape)
+    tumor[(z - 6) ** 2 + (y - 7) ** 2 + (x - 8) ** 2 <= 25] = 1
+    occupied = np.flatnonzero(tumor.reshape(-1))
+    tcells = np.repeat(occupied[::3], 2)  # two T cells on every third tumour voxel
+    weights = cell_weights(tumor, tcells, shape)
+
+    def shares(d):
+        per = np.zeros(d.n_ranks)
+        w = tumor.astype(np.float64).reshape(-1) + np.bincount(tcells, minlength=tumor.size)
+        for r, b in enumerate(d.boxes()):
+            per[r] = w.reshape(shape)[b.slices].sum()
+        return per / per.sum()
+
+    even = shares(Decomposition(shape, ranks_zyx=(2, 2, 1)))
+    from gpusim.parallel.decomposition import balanced_runs
+
+    runs = [balanced_runs(w, p) for w, p in zip(weights, (2, 2, 1))]
+    balanced = shares(Decomposition.from_runs(shape, runs))
+    assert even.max() > 0.95
+    assert np.all(np.abs(balanced - 0.25) < 0.15 * 0.25 * 4), balanced  # within 15 % of the total
+
+
+@needs_mpi[0]
+@needs_mpi[1]
 def test_the_readme_mpi_example_runs_on_two_ranks(tmp_path):
     p = _gpusim("run", str(REPO_ROOT / "examples" / "mg_fields_mpi.toml"), "--set", "grid.shape=[16,12,10]",
                 "--minutes", "2", "--out", str(tmp_path / "run.zarr"), n=2)

@@ -204,8 +204,9 @@ def append_rows(grp, rows: dict, start: int | None = None) -> int:
         values = np.asarray(values)
         m = int(values.shape[0])
         if name not in grp:
+            # a column new after k rows: its earlier rows are "not recorded" (NaN; 0 for integers)
             grp.create_array(name, shape=(k,), dtype=values.dtype, chunks=(ROW_CHUNK,), compressors=zstd_codec(),
-                             dimension_names=("row",), fill_value=0)
+                             dimension_names=("row",), fill_value=np.nan if values.dtype.kind == "f" else 0)
         arr = grp[name]
         arr.resize((k + m,))
         if m:

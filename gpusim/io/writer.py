@@ -37,7 +37,9 @@ are written; a reader ignores anything beyond it, so a frame cut short by a cras
                     written at every frame and at flush/close; ``frames_committed`` counts rows; the
                     attribute ``columns`` keeps their order.
 ``perf/``           ``step`` (int64), ``wall_s`` (float64, wall seconds of that step) and ``write_wait_s``
-                    (float64, seconds of it spent waiting for a full write queue): timings, never compared.
+                    (float64, seconds of it spent waiting for a full write queue), plus the columns of
+                    ``sim.perf_extra`` (an MPI run's per-rank phases; NaN in rows that did not measure
+                    them): timings, never compared.
 
 A frame is due at the end of a step when its end time ``t_end = sim.state.time_min + sim.dt_min`` is
 (to 1e-9 relative) a multiple of the interval. Chunks are fixed at creation ((1, <=64, <=64, <=64) for
@@ -333,8 +335,9 @@ class RunWriter:
                                                      for name in self._ts_cols})
             self._ts_written = n
         if self._perf["step"]:
-            rows["perf"] = {name: np.asarray(self._perf[name], dt) for name, dt in PERF_COLUMNS.items()}
-            self._perf = {name: [] for name in PERF_COLUMNS}
+            rows["perf"] = {name: np.asarray(values, PERF_COLUMNS.get(name, np.float64))
+                            for name, values in self._perf.items()}
+            self._perf = {name: [] for name in self._perf}
         return rows
 
     def _submit(self, frames: list, rows: dict | None) -> None:
@@ -360,7 +363,14 @@ class RunWriter:
                 append_rows(g["timeseries"], values, start=start)
         if "perf" in rows:
             with self._guard("perf/ rows"):
-                append_rows(g["perf"], rows["perf"])
+                pg = g["perf"]
+                m = len(rows["perf"]["step"])
+                for name in pg.array_keys():  # a column this run does not measure (another rank count): NaN
+                    rows["perf"].setdefault(name, np.full(m, np.nan))
+                append_rows(pg, rows["perf"])
+                known = list(pg.attrs.get("columns", PERF_COLUMNS))
+                if any(name not in known for name in rows["perf"]):
+                    pg.attrs["columns"] = known + [name for name in rows["perf"] if name not in known]
 
     # -- events --------------------------------------------------------------------------------
     def _collect_events(self, sim) -> None:
@@ -399,6 +409,8 @@ class RunWriter:
         self._perf["step"].append(int(sim.state.step))
         self._perf["wall_s"].append(now - self._last_wall)
         self._perf["write_wait_s"].append(self._queue.waited_s - self._waited_s)
+        for name, value in sim.perf_extra.items():  # the MPI ranks' phases (set every step from the first)
+            self._perf.setdefault(name, []).append(float(value))
         self._waited_s = self._queue.waited_s
         self._last_wall = now
         t_end = float(sim.state.time_min + sim.dt_min)

@@ -28,6 +28,7 @@ infusions run on rank 0 (they need the whole store's order, which the single-pro
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from ..agents.cells import run_phases
 from ..agents.spatial_index import sort_by_voxel_uid
 from ..agents.tcell_store import COLUMNS, TCellStore
 from ..backend import select_backend
-from .decomposition import Box, Decomposition
+from .decomposition import Box, Decomposition, balanced_runs
 
 __all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
 
@@ -45,6 +46,8 @@ CELL_GHOST = 6
 #: the lattice arrays a rank receives (over its region) and returns (over its box)
 LATTICE_IN = ("tumor", "damage", "last_hit", "since", "div_dir", "n_tumor", "hit_mark")
 LATTICE_OUT = LATTICE_IN + ("tumor_event",)
+#: steps between two choices of the cell step's box boundaries (``parallel.balance = "cells"``)
+BALANCE_EVERY = 10
 #: the substrates the rules read (a dummy where the config has none)
 RULE_FIELDS = ("mg", "o2", "chemokine")
 _TAG = 400
@@ -108,14 +111,19 @@ class CellWorker:
         self.dims = tuple(np.int64(n) for n in self.shape)
         self.dx_um = float(cfg.grid.dx_um)
         self.lattice_in, self.lattice_out, self.field_names = _names(cfg, has_vessel)
-        self.region = region(decomp, comm.rank)
-        self.box = decomp.box(comm.rank)
+        self.set_decomposition(decomp)
         self.lat = _Lattice(self.shape, self.lattice_in)
         self.fields = {n: np.zeros(self.shape, np.float32) for n in self.field_names}
         nvox = int(np.prod(self.shape))
         self._dummy = np.zeros(1, np.float32)
         self._no_vessel = np.zeros(nvox, np.uint8)
         self.store = TCellStore(self.backend, capacity=1024)
+
+    def set_decomposition(self, decomp: Decomposition) -> None:
+        """The boxes of the cell step (they follow the cells, :class:`DistributedCells`)."""
+        self.decomp = decomp
+        self.region = region(decomp, self.comm.rank)
+        self.box = decomp.box(self.comm.rank)
 
     def step(self, step: int, lattice: dict, fields: dict, rows: np.ndarray, columns: dict):
         """Run the phases of step ``step`` on this rank's region, given its lattice and fields (region
@@ -148,6 +156,8 @@ class CellWorker:
     # -- ranks > 0 --------------------------------------------------------------------------------
     def follow(self, msg: dict) -> None:
         """Receive this rank's region from rank 0, step it, send the box back."""
+        if msg["runs"] != [[list(r) for r in axis] for axis in self.decomp.runs]:
+            self.set_decomposition(Decomposition.from_runs(self.shape, msg["runs"]))
         comm, reg = self.comm, self.region
         m = np.empty(1, np.int64)
         comm.recv(m, 0, _TAG)
@@ -156,7 +166,9 @@ class CellWorker:
         n = int(m[0])
         rows = _recv(comm, (n,), np.int64)
         columns = {c: _recv(comm, (n,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+        t0 = time.perf_counter()
         out_lattice, out_rows, out_columns = self.step(int(msg["step"]), lattice, fields, rows, columns)
+        comm.send(np.array([time.perf_counter() - t0, n], np.float64), 0, _TAG)
         for name in self.lattice_out:
             comm.send(out_lattice[name], 0, _TAG)
         comm.send(np.array([out_rows.shape[0]], np.int64), 0, _TAG)
@@ -175,27 +187,75 @@ def _recv_from(comm, source, shape, dtype):
     return buf
 
 
+def cell_weights(tumor, tcell_voxel, shape) -> list:
+    """Per axis, the cell step's work along it: T cells (binned by voxel) plus occupied lattice sites
+    in each plane — what the six phases loop over (``parallel.balance = "cells"``)."""
+    occupied = tumor != 0
+    z, y, x = _zyx(tcell_voxel, shape)
+    out = []
+    for axis, coord in enumerate((z, y, x)):
+        others = tuple(a for a in range(3) if a != axis)
+        sites = occupied.sum(axis=others).astype(np.float64)
+        out.append(sites + np.bincount(coord, minlength=shape[axis]).astype(np.float64))
+    return out
+
+
 class DistributedCells:
-    """Rank 0's cell operation: the single-process CellStep of ``sim``, its phases done by all ranks."""
+    """Rank 0's cell operation: the single-process CellStep of ``sim``, its phases done by all ranks.
+
+    The boxes of the cell step need not be the fields' (rank 0 sends every rank its region each step
+    anyway, and the results do not depend on the boxes): with ``parallel.balance = "cells"`` (default)
+    the process grid is kept and the runs along each axis are re-cut every ``BALANCE_EVERY`` steps so
+    that each holds an equal share of the T cells and tumour cells (:func:`cell_weights`); with
+    ``"even"`` they are the fields' equal boxes. Per step it records each rank's T cells, its seconds
+    in the phases, and rank 0's seconds of messages, in ``sim.perf_extra`` (the store's perf/)."""
 
     name = "cells"
 
     def __init__(self, sim, comm, decomp: Decomposition):
         self.inner = sim.cells
         self.comm, self.decomp = comm, decomp
+        self.balance = sim.config.parallel.balance
         self.worker = CellWorker(sim.config, comm, decomp, has_vessel=sim.state.vessel is not None)
         self.regions = [region(decomp, r) for r in range(comm.size)]
 
     def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
         return getattr(self.__dict__["inner"], key)
 
+    def _rebalance(self, sim) -> None:
+        st = sim.state
+        weights = cell_weights(st.tumor, self.inner.store.voxel, st.shape)
+        runs = [balanced_runs(w, p) for w, p in zip(weights, self.decomp.ranks_zyx)]
+        if runs != self.decomp.runs:
+            self.decomp = Decomposition.from_runs(st.shape, runs)
+            self.regions = [region(self.decomp, r) for r in range(self.comm.size)]
+            self.worker.set_decomposition(self.decomp)
+
     def apply(self, sim) -> None:
         cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
+        t_start = time.perf_counter()
         cs._infuse(sim)
         cs.index(sim)
-        comm.bcast_json({"op": "cells", "step": int(st.step)})
+        if self.balance == "cells" and st.step % BALANCE_EVERY == 0:
+            self._rebalance(sim)
+        comm.bcast_json({"op": "cells", "step": int(st.step),
+                         "runs": [[list(r) for r in axis] for axis in self.decomp.runs]})
         s = cs.store
         host = {c: getattr(s, c) for c in COLUMNS}  # numpy views (rank 0's mirror is on the CPU)
+        moved = 0
+
+        def send(a, r):
+            nonlocal moved
+            a = np.ascontiguousarray(a)
+            comm.send(a, r, _TAG)
+            moved += a.nbytes
+
+        def recv(r, shape, dtype):
+            nonlocal moved
+            a = _recv_from(comm, r, shape, dtype)
+            moved += a.nbytes
+            return a
+
         mine = None
         for r, reg in enumerate(self.regions):
             rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
@@ -205,23 +265,22 @@ class DistributedCells:
             if r == 0:
                 mine = (lattice, fields, rows, columns)
                 continue
-            comm.send(np.array([rows.shape[0]], np.int64), r, _TAG)
-            for name in w.lattice_in:
-                comm.send(np.ascontiguousarray(lattice[name]), r, _TAG)
-            for name in w.field_names:
-                comm.send(np.ascontiguousarray(fields[name]), r, _TAG)
-            comm.send(rows, r, _TAG)
-            for c in COLUMNS:
-                comm.send(np.ascontiguousarray(columns[c]), r, _TAG)
+            send(np.array([rows.shape[0]], np.int64), r)
+            for a in (*(lattice[n] for n in w.lattice_in), *(fields[n] for n in w.field_names), rows,
+                      *(columns[c] for c in COLUMNS)):
+                send(a, r)
         lattice, fields, rows, columns = mine
+        t0 = time.perf_counter()
         results = [w.step(int(st.step), {k: np.ascontiguousarray(v) for k, v in lattice.items()},
                           {k: np.ascontiguousarray(v) for k, v in fields.items()}, rows, columns)]
+        seconds = [time.perf_counter() - t0]
         for r in range(1, comm.size):
             box = self.decomp.box(r)
-            out_lattice = {n: _recv_from(comm, r, box.shape, getattr(w.lat, n).dtype) for n in w.lattice_out}
-            k = int(_recv_from(comm, r, (1,), np.int64)[0])
-            out_rows = _recv_from(comm, r, (k,), np.int64)
-            out_columns = {c: _recv_from(comm, r, (k,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+            seconds.append(float(recv(r, (2,), np.float64)[0]))
+            out_lattice = {n: recv(r, box.shape, getattr(w.lat, n).dtype) for n in w.lattice_out}
+            k = int(recv(r, (1,), np.int64)[0])
+            out_rows = recv(r, (k,), np.int64)
+            out_columns = {c: recv(r, (k,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
             results.append((out_lattice, out_rows, out_columns))
         seen = np.zeros(s.n, np.int64)
         for r, (out_lattice, out_rows, out_columns) in enumerate(results):
@@ -234,4 +293,12 @@ class DistributedCells:
         if s.n and not np.all(seen == 1):  # every T cell sits in exactly one box
             raise RuntimeError(f"MPI cell step: {int(np.sum(seen == 0))} T cells lost, "
                                f"{int(np.sum(seen > 1))} returned twice")
+        perf = sim.perf_extra
+        for r, (sec, (_, out_rows, _)) in enumerate(zip(seconds, results)):
+            perf[f"cells_s_r{r}"] = sec
+            perf[f"tcells_r{r}"] = float(out_rows.shape[0])
+        # rank 0's time in this operation beyond its own share of the phases: sorting, packing,
+        # messages and waiting for the slowest rank
+        perf["cells_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
+        perf["cells_rank0_bytes"] = float(moved)  # sent and received by rank 0 this step
         cs.finish(sim)

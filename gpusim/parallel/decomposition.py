@@ -17,7 +17,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-__all__ = ["Box", "Decomposition", "choose_process_grid", "split"]
+import numpy as np
+
+__all__ = ["Box", "Decomposition", "balanced_runs", "choose_process_grid", "split"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,24 @@ def split(n: int, p: int, align: int = 1) -> list:
         out.append((start, length))
         start += length
     return out
+
+
+def balanced_runs(weights, p: int) -> list:
+    """``(start, length)`` of ``p`` contiguous runs over ``len(weights)`` voxels, each holding about
+    1/p of the total weight: the k-th cut is the first voxel where the cumulative weight reaches k/p
+    of it, moved so every run keeps at least one voxel. Equal runs (:func:`split`) when the weight is 0."""
+    w = np.asarray(weights, np.float64)
+    n = w.shape[0]
+    total = float(w.sum())
+    if total <= 0.0:
+        return split(n, p)
+    cum = np.cumsum(w)
+    cuts = [0]
+    for k in range(1, p):
+        c = int(np.searchsorted(cum, total * k / p, side="left")) + 1  # the run ends after that voxel
+        cuts.append(min(max(c, cuts[-1] + 1), n - (p - k)))
+    cuts.append(n)
+    return [(a, b - a) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _factorisations(n_ranks: int):
@@ -112,6 +132,19 @@ class Decomposition:
         if any(p < 1 for p in self.ranks_zyx):
             raise ValueError(f"parallel.ranks_zyx = {list(self.ranks_zyx)}: each must be >= 1")
         self.runs = [split(n, p, a) for n, p, a in zip(self.shape, self.ranks_zyx, align)]
+
+    @classmethod
+    def from_runs(cls, shape, runs) -> "Decomposition":
+        """The decomposition whose boxes are the products of ``runs`` (per axis, ``(start, length)``
+        runs tiling the axis in order), e.g. from :func:`balanced_runs`."""
+        d = cls(shape, ranks_zyx=tuple(len(r) for r in runs))
+        for n, axis_runs in zip(d.shape, runs):
+            starts = [int(s) for s, _ in axis_runs]
+            stops = [int(s) + int(m) for s, m in axis_runs]
+            if starts[0] != 0 or stops[-1] != n or starts[1:] != stops[:-1] or min(m for _, m in axis_runs) < 1:
+                raise ValueError(f"runs {axis_runs} do not tile an axis of {n} voxels")
+        d.runs = [[(int(s), int(m)) for s, m in axis_runs] for axis_runs in runs]
+        return d
 
     @property
     def n_ranks(self) -> int:

@@ -18,12 +18,17 @@ writing their own shards, is the next step (MODEL.md 'Parallel runs').
 
 from __future__ import annotations
 
-from .cells import DistributedCells, CellWorker
+import time
+
+import numpy as np
+
+from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
 
 __all__ = ["DistributedFields", "resume_cli", "run_cli"]
 
 _STOP = {"op": "stop"}
+_TAG_PERF = 500
 
 
 class DistributedFields:
@@ -41,15 +46,35 @@ class DistributedFields:
         return getattr(self.__dict__["_inner"], key)
 
     def apply(self, sim) -> None:
+        comm = self.box.comm
+        t_start = time.perf_counter()
+        before = self._bytes()
         header = self.box.header(sim)
-        self.box.comm.bcast_json(header)
+        comm.bcast_json(header)
         self.box.load(header, sim)
+        t0 = time.perf_counter()
         self.box.step()
+        seconds = [time.perf_counter() - t0]
         self.box.gather_into(sim)
+        for r in range(1, comm.size):
+            buf = np.empty(1, np.float64)
+            comm.recv(buf, r, _TAG_PERF)
+            seconds.append(float(buf[0]))
+        for r, sec in enumerate(seconds):
+            sim.perf_extra[f"fields_s_r{r}"] = sec
+        # sending the fields and operands, the transposes' waits, gathering (steady solves come after)
+        sim.perf_extra["fields_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
+        gathered = sum(sim.state.fields[n].nbytes for n in self.box.plans) * (comm.size - 1) // comm.size
+        sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + gathered)
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
             if plan.method == "steady":
                 self._inner.steady_if_due(sim.state, name)
             self._inner.apply_holds(sim, name)
+
+    def _bytes(self) -> int:
+        """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes."""
+        b = self.box
+        return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes)
 
 
 def _follow(comm, box: BoxFieldRun, cells) -> None:
@@ -58,8 +83,11 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
         msg = comm.bcast_json(None)
         if msg["op"] == "fields":
             box.load(msg)
+            t0 = time.perf_counter()
             box.step()
+            seconds = time.perf_counter() - t0
             box.gather_into()
+            comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "cells":
             cells.follow(msg)
         else:
