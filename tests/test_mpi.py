@@ -364,6 +364,16 @@ def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy,
     if ranks is not None:  # the comparison covered T cells crossing faces and kills across them
         crossed = _crossings(cfg, ranks)
         assert crossed["moved"] > 0 and crossed["kills"] > 0, crossed
+    if ranks == [2, 2, 1]:  # and the store opens in the viewer as the one-process store does
+        pytest.importorskip("napari")
+        from gpusim.viewer.reader import store_layers
+
+        def layers(path):
+            return [(kw.get("name"), kind, np.asarray(data[0] if isinstance(data, list) else data).shape)
+                    for data, kw, kind in store_layers(gpusim.open_run(path))]
+
+        got = layers(many)
+        assert got == layers(one) and {"tumour", "T cells"} <= {name for name, _, _ in got}, got
 
 
 @needs_mpi[0]
