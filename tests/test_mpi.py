@@ -484,6 +484,19 @@ def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
 
 @needs_mpi[0]
 @needs_mpi[1]
+def test_the_readme_launch_of_baseline_on_4_ranks_writes_the_one_process_store(tmp_path):
+    """`mpiexec -n 4 gpusim run --scenario baseline --out run.zarr` (README), 64³, for 3 minutes."""
+    one, four = tmp_path / "one.zarr", tmp_path / "run.zarr"
+    p = _gpusim("run", "--scenario", "baseline", "--minutes", "3", "--out", str(four), n=4)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "parallel: 4 MPI ranks" in p.stdout
+    assert _gpusim("run", "--scenario", "baseline", "--minutes", "3", "--out", str(one)).returncode == 0
+    assert _differing(one, four) == []
+    assert zarr_attrs(four)["parallel"] == {"ranks": 4, "ranks_zyx": [2, 2, 1], "lod_mode": "bitwise"}
+
+
+@needs_mpi[0]
+@needs_mpi[1]
 def test_the_readme_mpi_example_runs_on_two_ranks(tmp_path):
     p = _gpusim("run", str(REPO_ROOT / "examples" / "mg_fields_mpi.toml"), "--set", "grid.shape=[16,12,10]",
                 "--minutes", "2", "--out", str(tmp_path / "run.zarr"), n=2)
