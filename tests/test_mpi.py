@@ -509,3 +509,211 @@ def zarr_attrs(path) -> dict:
     import zarr
 
     return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+# -- LOD in the partitioned mode (parallel.lod_mode = "partitioned") -----------------------------------
+# Lines that cross ranks are solved where they lie (gpusim.parallel.partitioned); the result is not
+# bitwise the single-process one. Agreement is measured per substrate as max|a - b| / max|b| over the
+# grid (b the reference); the tolerance is 1e-6 (float32 keeps ~6e-8).
+_PART_TOL = 1e-6
+_PART_GRIDS = [(2, [1, 1, 2]), (2, [1, 2, 1]), (2, [2, 1, 1]), (3, [1, 1, 3]), (3, [1, 3, 1]), (4, [2, 1, 2]),
+               (4, [1, 2, 2]), (4, [1, 1, 4])]
+
+
+def _rel(got, want) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
+
+
+def _random_lines(rng, n, n_lines):
+    """Diagonally dominant tridiagonal lines like the LOD rows: per-row off-diagonals, per-line diagonals."""
+    arow, crow = -rng.uniform(0.1, 3.0, n), -rng.uniform(0.1, 3.0, n)
+    arow[0] = crow[-1] = 0.0
+    b = (-arow - crow)[:, None] + rng.uniform(0.2, 2.0, (n, n_lines))
+    return arow, crow, b, rng.normal(size=(n, n_lines))
+
+
+def test_partitioned_tridiagonal_solve_is_the_dense_solve_for_any_cut_of_the_line():
+    """Segment elimination, reduced system of the segment ends, back substitution: the same solution as
+    a dense solve, whatever the segments (1- and 2-voxel ones included)."""
+    from gpusim.parallel.partitioned import solve_split
+
+    rng = np.random.default_rng(6)
+    arow, crow, b, d = _random_lines(rng, 17, 4)
+    want = np.stack([np.linalg.solve(np.diag(b[:, l]) + np.diag(arow[1:], -1) + np.diag(crow[:-1], 1), d[:, l])
+                     for l in range(d.shape[1])], axis=1)
+    for lengths in ([17], [9, 8], [1, 16], [16, 1], [5, 1, 1, 10], [2, 2, 2, 2, 2, 2, 2, 2, 1], [1] * 17):
+        got = solve_split(arow, crow, b, d, lengths)
+        assert np.abs(got - want).max() <= 1e-13 * np.abs(want).max(), lengths
+    wrong = solve_split(arow, np.where(np.arange(17) == 8, 0.0, crow), b, d, [9, 8])  # the cut as a face
+    assert np.abs(wrong - want).max() > 1e-3 * np.abs(want).max()
+
+
+def test_partitioned_sweeps_of_an_uncut_box_agree_with_the_single_process_lod_step():
+    """The partitioned kernels (forced on one box: one segment per line) against ``lod_step`` with every
+    per-voxel term present (vessels, tumour and T-cell uptake, a source) and Dirichlet faces."""
+    from gpusim.fields import layout as L
+    from gpusim.fields.cpu_kernels import lod_step
+    from gpusim.parallel.comm import SerialComm
+    from gpusim.parallel.partitioned import PartitionedLOD
+
+    sys.path.insert(0, str(HERE / "mpi"))
+    from partitioned_driver import config
+
+    sim = gpusim.Simulation(config())
+    plan = sim.field_update.plans["mg"]
+    rng = np.random.default_rng(2)
+    shape = sim.state.shape
+    ops = ((rng.random(shape) < 0.05).astype(np.uint8), rng.integers(0, 2, shape, dtype=np.uint8),
+           rng.integers(0, 3, shape, dtype=np.uint8), rng.uniform(0, 0.01, shape).astype(np.float32))
+    flags = L.HAS_VESSEL | L.HAS_TUMOR | L.HAS_TCELL | L.HAS_SRC
+    start = rng.uniform(0.05, 0.5, shape).astype(np.float32)
+    want, got = start.copy(), start.copy()
+    box = PartitionedLOD(SerialComm(), Decomposition(shape, ranks_zyx=(1, 1, 1)))
+    for _ in range(plan.n_sub):
+        lod_step(want, plan.coef, plan.bc_type, plan.bc_value, *ops, flags)
+        box.sweep(got, 2, plan.coef, plan.bc_type, plan.bc_value, (*ops, flags))
+        box.sweep(got, 1, plan.coef, plan.bc_type, plan.bc_value)
+        box.sweep(got, 0, plan.coef, plan.bc_type, plan.bc_value)
+    assert _rel(want, start) > 0.1  # the step changes the field: the comparison has content
+    assert _rel(got, want) <= _PART_TOL
+    assert box.bytes_sent == 0
+
+
+_ONE_PART = {}
+
+
+def _one_process_partitioned_config(minutes):
+    """The single-process fields of partitioned_driver's config after ``minutes``, each substrate's
+    operand flags, and the initial fields (cached)."""
+    if minutes not in _ONE_PART:
+        sys.path.insert(0, str(HERE / "mpi"))
+        from partitioned_driver import config
+
+        sim = gpusim.Simulation(config())
+        flags = {n: int(sim.field_update._operands(sim.state, n)[0]) for n in sim.fields}
+        start = {n: sim.field_host(n) for n in sim.fields}
+        sim.run(minutes=minutes, progress=False)
+        end = {n: sim.field_host(n) for n in sim.fields}
+        for n in end:
+            assert _rel(end[n], start[n]) > 1e-2, n  # the fields evolve: the comparison has content
+        _ONE_PART[minutes] = end, flags, start
+    return _ONE_PART[minutes]
+
+
+def _reduced_row_bytes(shape, ranks, n_sub, flags) -> int:
+    """partitioned.py's message volume per step, summed over ranks: per LOD step and cut axis a,
+    8 B * (k_a + 2) * (p_a - 1) * N / n_a, k_a = 6 on the x sweep with reaction arrays, else 2."""
+    total = 0
+    n_voxels = int(np.prod(shape))
+    for name, n in n_sub.items():
+        for axis in range(3):
+            k = 6 if axis == 2 and flags[name] != 0 else 2
+            total += n * 8 * (k + 2) * (ranks[axis] - 1) * n_voxels // shape[axis]
+    return total
+
+
+def _boxes_alone(ranks):
+    """One step of the boxes of ``ranks`` each solved alone, the cut faces taken as zero-flux faces:
+    the coupling of the lines across ranks dropped."""
+    from gpusim.fields import layout as L
+    from gpusim.fields.cpu_kernels import lod_step
+
+    sys.path.insert(0, str(HERE / "mpi"))
+    from partitioned_driver import config
+
+    sim = gpusim.Simulation(config())
+    fu = sim.field_update
+    d = Decomposition(sim.state.shape, ranks_zyx=ranks)
+    out = {}
+    for name, plan in fu.plans.items():
+        flags, *ops = fu._operands(sim.state, name)
+        whole = sim.field_host(name)
+        for r, box in enumerate(d.boxes()):
+            c = np.ascontiguousarray(whole[box.slices])
+            cut = [a if a.shape == (1, 1, 1) else np.ascontiguousarray(np.asarray(a)[box.slices]) for a in ops]
+            bc_type = plan.bc_type.copy()
+            for axis, side in itertools.product(range(3), (-1, 1)):
+                if d.neighbour(r, axis, side) is not None:
+                    bc_type[2 * axis + (side > 0)] = L.BC_ZERO_FLUX
+            for _ in range(plan.n_sub):
+                lod_step(c, plan.coef, bc_type, plan.bc_value, *cut, flags)
+            whole[box.slices] = c
+        out[name] = whole
+    return out
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("n, ranks", _PART_GRIDS)
+def test_partitioned_lod_on_n_ranks_is_within_1e_6_of_one_process_after_a_step(tmp_path, n, ranks):
+    """x, y and z cuts, Dirichlet and zero-flux faces, vessels (reaction on the x sweep): within 1e-6
+    of one process, while the same boxes solved without the exchange are far off; the bytes sent are
+    the module's formula."""
+    want, flags, _ = _one_process_partitioned_config(1)
+    out = str(tmp_path / "part.npz")
+    _launch(n, "partitioned_driver.py", out, "1", json.dumps(ranks), "partitioned")
+    got = np.load(out)
+    meta = json.loads(Path(out + ".json").read_text())
+    assert meta["ranks_zyx"] == ranks
+    alone = _boxes_alone(ranks)
+    for name, values in want.items():
+        assert got[name].dtype == np.float32
+        assert _rel(got[name], values) <= _PART_TOL, name
+        assert _rel(alone[name], values) > 100 * _PART_TOL, name  # the tolerance tells the exchange is needed
+    sent = meta["bytes_per_step_total"]
+    assert sent["partitioned"] == _reduced_row_bytes(want["mg"].shape, ranks, meta["n_sub"], flags) > 0
+    assert sent["transpose"] == 0 and sent["halo"] == 0
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("n, ranks", [(2, [1, 1, 2]), (3, [3, 1, 1])])
+def test_partitioned_lod_over_100_steps_stays_within_1e_6_of_the_bitwise_mode(tmp_path, n, ranks):
+    out = {}
+    for mode in ("bitwise", "partitioned"):
+        out[mode] = str(tmp_path / f"{mode}.npz")
+        _launch(n, "partitioned_driver.py", out[mode], "100", json.dumps(ranks), mode)
+    bitwise, part = np.load(out["bitwise"]), np.load(out["partitioned"])
+    _, _, start = _one_process_partitioned_config(1)
+    for name in bitwise.files:
+        assert _rel(bitwise[name], start[name]) > 1e-2, name  # the fields evolve: the comparison has content
+        assert _rel(part[name], bitwise[name]) <= _PART_TOL, name
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_partitioned_lod_sends_an_eighth_of_the_bitwise_bytes_on_64_voxel_lines(tmp_path):
+    """Two ranks cutting 64-voxel z lines: the reduced rows (32 B per line per LOD step) against the
+    bitwise mode's two moves of half the field (4 B per voxel per LOD step): 8x fewer bytes."""
+    shape = [64, 16, 16]
+    sent = {}
+    for mode in ("bitwise", "partitioned"):
+        out = str(tmp_path / f"{mode}.npz")
+        _launch(2, "partitioned_driver.py", out, "1", json.dumps([2, 1, 1]), mode, json.dumps(shape))
+        meta = json.loads(Path(out + ".json").read_text())
+        sent[mode] = meta["bytes_per_step_total"]
+    lod_steps = sum(meta["n_sub"].values())
+    assert sent["partitioned"]["transpose"] == 0 and sent["bitwise"]["partitioned"] == 0
+    assert sent["partitioned"]["partitioned"] == lod_steps * 32 * 16 * 16
+    assert sent["bitwise"]["transpose"] == lod_steps * 4 * int(np.prod(shape))
+    assert sent["bitwise"]["transpose"] == 8 * sent["partitioned"]["partitioned"]
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_mpiexec_gpusim_run_in_partitioned_mode_is_within_1e_6_of_one_process(tmp_path):
+    """The coordinated run (rank 0 sends the boxes every step): every field frame within 1e-6."""
+    cfg = tmp_path / "fields.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver="lod") + '[parallel]\nlod_mode = "partitioned"\nranks_zyx = [1, 2, 1]\n')
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "4", "--out", str(many), n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert zarr_attrs(many)["parallel"]["lod_mode"] == "partitioned"
+    assert _gpusim("run", str(cfg), "--minutes", "4", "--out", str(one)).returncode == 0
+    ra, rb = gpusim.open_run(many), gpusim.open_run(one)
+    assert ra.n_frames == rb.n_frames
+    for name in rb.fields:
+        a, b = ra.fields[name].values, rb.fields[name].values
+        assert _rel(a[-1], b[0]) > 1e-2  # the frames differ over the run: the comparison has content
+        assert max(_rel(a[t], b[t]) for t in range(b.shape[0])) <= _PART_TOL, name
+    assert np.allclose(ra.timeseries["mg_mean_mM"], rb.timeseries["mg_mean_mM"], rtol=_PART_TOL, atol=0)

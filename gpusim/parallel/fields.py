@@ -19,11 +19,16 @@ between layouts (``redistribute``) instead of cutting lines: to z-slabs (ranks (
 lines) for the x and y sweeps (``lod_xy_pass``), to z-pencils (ranks (1, a, b): whole z lines) for the
 z sweep (``lod_z_pass``), and back to the boxes after the substrate's ``n_sub`` steps. Every line is
 solved whole by one rank with the single-process arithmetic, so the bits are the same; the price is two
-all-to-all moves of the whole field per LOD step (``message_bytes``). The ``partitioned`` mode (a
-reduced system per cut line, ~KB per step) is still to come.
+all-to-all moves of the whole field per LOD step (``message_bytes``).
+
+LOD (``parallel.lod_mode = "partitioned"``): the field and its operands stay on the process-grid boxes
+(no ghosts) and a line that crosses ranks is solved where it lies (``partitioned.PartitionedLOD``:
+each rank eliminates its segment, the ranks on the line exchange and solve a reduced system of two
+unknowns per rank, a few float64 per line, then back-substitute). Not bitwise: within ~1e-7 of the
+single-process run per step (tests/test_mpi.py states the tolerances).
 
 Scope today (each refused with a clear message on more than one rank): ``explicit`` and ``lod``
-(bitwise) substrates; not yet the multigrid ``steady`` method (O₂'s default), the tumour, T cells or
+(either mode) substrates; not yet the multigrid ``steady`` method (O₂'s default), the tumour, T cells or
 events. The initial state (uniform or steady fields, vessels) is set up by the
 single-process code on every rank and cut to the box, so a run's memory per rank is still the whole
 grid at set-up.
@@ -35,6 +40,7 @@ import numpy as np
 
 from .decomposition import Decomposition, choose_process_grid
 from .halo import Halo, gather, scatter, scatter_box
+from .partitioned import PartitionedLOD
 from .redistribute import redistribute
 
 __all__ = ["BoxFieldRun", "unsupported"]
@@ -57,10 +63,6 @@ def unsupported(cfg, coordinated: bool = True) -> list:
         if method not in allowed:
             out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' step on their own across "
                        "ranks; set method = \"lod\" or run on one rank)")
-    lods = [name for name, method in methods.items() if method == "lod"]
-    if lods and cfg.parallel.lod_mode != "bitwise":
-        out.append(f"parallel.lod_mode = {cfg.parallel.lod_mode!r}: only 'bitwise' is implemented so far "
-                   f"(substrates {lods}); set parallel.lod_mode = \"bitwise\"")
     if not coordinated:
         if cfg.tumor is not None:
             out.append("[tumor]: the lattice runs across ranks only in a coordinated run (gpusim run)")
@@ -91,7 +93,10 @@ class BoxFieldRun:
         self.dt_min = float(cfg.time.dt_min)
         self.redistributed_bytes = 0
         self.scattered_bytes = 0
-        if any(p.method == "lod" for p in (make_plans(cfg)).values()):  # (z-slabs need nz >= ranks: LOD only)
+        self.lod_mode = cfg.parallel.lod_mode
+        self.partitioned = PartitionedLOD(comm, self.decomp)
+        if self.lod_mode == "bitwise" and any(p.method == "lod" for p in make_plans(cfg).values()):
+            # (z-slabs need nz >= ranks: bitwise LOD only)
             self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
             self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
         if coordinated:
@@ -109,24 +114,35 @@ class BoxFieldRun:
         fu = self.setup.field_update
         self.plans = fu.plans
         self.kernels = fu._fk
-        self.fields = {name: self.halo.local_from_global(np.asarray(a)) for name, a in st.fields.items()}
+        # with ghosts (explicit; bitwise LOD moves its interior), or the box alone (partitioned LOD)
+        self.fields = {name: (self._cut("box") if self._layout(name) == "box" else self.halo.local_from_global)(
+            np.asarray(a)) for name, a in st.fields.items()}
         self.step_count = int(st.step)
         self._start_step = self.step_count
         # each substrate's (flags, vessel, n_tumor, n_tcell, src) where its kernels read them: explicit
-        # steps on this rank's box with ghosts, LOD's x/y sweeps on its z-slab (dummies stay dummies)
+        # steps on this rank's box with ghosts, bitwise LOD's x/y sweeps on its z-slab, partitioned LOD on
+        # its box (dummies stay dummies)
         self._operands, self._spare = {}, {}
         for name, plan in self.plans.items():
             flags, *arrays = fu._operands(st, name)
-            cut = self._cut(plan.method)
+            cut = self._cut(self._layout(name))
             self._operands[name] = (flags, *(a if a.shape == (1, 1, 1) else cut(np.asarray(a)) for a in arrays))
             if plan.method == "explicit":
                 self._spare[name] = np.empty_like(self.fields[name])  # the explicit step's second buffer
 
-    def _cut(self, method):
-        """How a whole-grid array every rank holds is cut for ``method``'s kernels."""
-        if method == "explicit":
+    def _layout(self, name) -> str:
+        """Where substrate ``name``'s kernels read their operands: ``halo`` (explicit: the box plus
+        ghosts), ``slab`` (bitwise LOD's x/y sweeps) or ``box`` (partitioned LOD: the box alone)."""
+        if self.plans[name].method != "lod":
+            return "halo"
+        return "box" if self.lod_mode == "partitioned" else "slab"
+
+    def _cut(self, layout):
+        """How a whole-grid array every rank holds is cut for ``layout``."""
+        if layout == "halo":
             return self.halo.local_from_global
-        return lambda a: np.ascontiguousarray(a[self.slabs.box(self.comm.rank).slices])
+        decomp = self.slabs if layout == "slab" else self.decomp
+        return lambda a: np.ascontiguousarray(a[decomp.box(self.comm.rank).slices])
 
     # -- coordinated runs (gpusim.parallel.run): rank 0's mirror sends the state every step -------------
     def header(self, sim) -> dict:
@@ -148,14 +164,15 @@ class BoxFieldRun:
         fu = None if sim is None else sim.field_update
         cache = {}
 
-        def part(key, method, whole, dtype):
-            if (key, method) not in cache:
-                if method == "explicit":
-                    cache[key, method] = scatter(self.comm, self.halo, whole)
+        def part(key, layout, whole, dtype):
+            if (key, layout) not in cache:
+                if layout == "halo":
+                    cache[key, layout] = scatter(self.comm, self.halo, whole)
                 else:
-                    cache[key, method] = scatter_box(self.comm, self.slabs, whole, dtype)
-                self.scattered_bytes += cache[key, method].nbytes
-            return cache[key, method]
+                    cache[key, layout] = scatter_box(self.comm, self.slabs if layout == "slab" else self.decomp,
+                                                     whole, dtype)
+                self.scattered_bytes += cache[key, layout].nbytes
+            return cache[key, layout]
 
         dummy_u8, dummy_f32 = np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1, 1), np.float32)
         for name, plan in self.plans.items():
@@ -169,10 +186,10 @@ class BoxFieldRun:
                                                   (L.HAS_TUMOR, "n_tumor", ops[1], np.uint8, dummy_u8),
                                                   (L.HAS_TCELL, "n_tcell", ops[2], np.uint8, dummy_u8),
                                                   (L.HAS_SRC, "src:" + name, ops[3], np.float32, dummy_f32)):
-                arrays.append(part(key, plan.method, whole, dtype) if flags & bit else dummy)
+                arrays.append(part(key, self._layout(name), whole, dtype) if flags & bit else dummy)
             self._operands[name] = (flags, *arrays)
             whole = None if st is None else st.fields[name]
-            self.fields[name] = part("field:" + name, plan.method, whole, np.float32)
+            self.fields[name] = part("field:" + name, self._layout(name), whole, np.float32)
             if plan.method == "explicit" and self._spare.get(name) is None:
                 self._spare[name] = np.empty_like(self.fields[name])
 
@@ -185,8 +202,14 @@ class BoxFieldRun:
 
     def step(self) -> None:
         """One step of every substrate: ``n_sub`` explicit sub-steps (each after a halo exchange) or LOD
-        steps (through the slab and pencil layouts)."""
+        steps (through the slab and pencil layouts, or partitioned on the boxes)."""
         for name, plan in self.plans.items():
+            if plan.method == "lod" and self.lod_mode == "partitioned":
+                flags, vessel, nt, nc, src = self._operands[name]
+                for _ in range(plan.n_sub):
+                    self.partitioned.step(self.fields[name], plan.coef, plan.bc_type, plan.bc_value, vessel, nt, nc,
+                                          src, flags)
+                continue
             if plan.method == "lod":
                 self._lod(name, plan)
                 continue
@@ -227,18 +250,26 @@ class BoxFieldRun:
         return n
 
     def interior(self, name: str) -> np.ndarray:
-        """This rank's own voxels of field ``name`` (a view; its z-slab for LOD in a coordinated run)."""
-        if self.coordinated and self.plans[name].method == "lod":
+        """This rank's own voxels of field ``name`` (a view; its z-slab for bitwise LOD in a coordinated
+        run, its box for partitioned LOD)."""
+        layout = self._layout(name)
+        if layout == "box" or (self.coordinated and layout == "slab"):
             return self.fields[name]
         return self.fields[name][self.halo.interior]
 
     def gather(self, name: str, root: int = 0):
         """Field ``name`` over the whole grid on ``root`` (None on the other ranks)."""
-        decomp = self.slabs if self.coordinated and self.plans[name].method == "lod" else self.decomp
+        decomp = self.slabs if self.coordinated and self._layout(name) == "slab" else self.decomp
         return gather(self.comm, decomp, np.ascontiguousarray(self.interior(name)), root)
 
+    @property
+    def partitioned_bytes(self) -> int:
+        """Bytes this rank sent in the partitioned LOD sweeps' reduced-row exchanges so far."""
+        return self.partitioned.bytes_sent
+
     def message_bytes_per_step(self) -> dict:
-        """Bytes this rank sent per step so far: ``halo`` (explicit sub-steps) and ``transpose`` (LOD)."""
+        """Bytes this rank sent per step so far: ``halo`` (explicit sub-steps), ``transpose`` (bitwise
+        LOD), ``partitioned`` (partitioned LOD's reduced rows) and ``scatter`` (a coordinated run's load)."""
         steps = max(1, self.step_count - self._start_step)
         return {"halo": self.halo.bytes_sent // steps, "transpose": self.redistributed_bytes // steps,
-                "scatter": self.scattered_bytes // steps}
+                "partitioned": self.partitioned_bytes // steps, "scatter": self.scattered_bytes // steps}
