@@ -316,7 +316,7 @@ def standalone_sort_parts(sim, sync) -> dict:
     t0 = time.perf_counter()
     nvox = nz * ny * nx
     kern.voxels(np.int64(store.n), np.float32(st.dx_um), np.int64(nz), np.int64(ny), np.int64(nx),
-                store.pos_um, store.state, np.int64(nvox), store.voxel)
+                tuple(np.int64(v) for v in (0, 0, 0, nz, ny, nx)), store.pos_um, store.state, np.int64(nvox), store.voxel)
     sync()
     t1 = time.perf_counter()
     order, _counts, _offsets = kern.sort_order(store.voxel, store.uid, nvox + 1)

@@ -216,12 +216,31 @@ def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_p
 
 @needs_mpi[0]
 @needs_mpi[1]
-def test_mpiexec_refuses_a_config_it_cannot_split_yet_and_writes_nothing(tmp_path):
+def test_mpiexec_gpusim_run_in_partitioned_mode_stays_within_1e_6_of_one_process(tmp_path):
+    """The CLI with parallel.lod_mode = "partitioned" (lines cut across ranks, not bitwise): every field
+    frame within 1e-6 of the one-process run, relative to the field's largest value."""
+    cfg = tmp_path / "fields.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver="lod"))
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "4", "--out", str(many), "--set", "parallel.lod_mode=partitioned",
+                "--set", "parallel.ranks_zyx=[2,1,1]", n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _gpusim("run", str(cfg), "--minutes", "4", "--out", str(one)).returncode == 0
+    ra, rb = gpusim.open_run(one), gpusim.open_run(many)
+    for name in ra.fields:
+        a, b = ra.fields[name].values, rb.fields[name].values
+        assert a.shape == b.shape
+        assert np.max(np.abs(a - b)) <= 1e-6 * np.max(np.abs(a)), name
+        assert not np.array_equal(a[0], a[-1])  # the fields moved
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_mpiexec_refuses_gpu_ranks_and_writes_nothing(tmp_path):
     out = tmp_path / "run.zarr"
-    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out),
-                "--set", "parallel.lod_mode=partitioned", n=2)
+    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), "--set", "backend=cuda", n=2)
     assert p.returncode == 2
-    assert "cannot run on 2 MPI ranks yet" in p.stdout and "lod_mode" in p.stdout and "Traceback" not in p.stderr
+    assert "cannot run on 2 MPI ranks yet" in p.stdout and "GPU ranks" in p.stdout and "Traceback" not in p.stderr
     assert not out.exists()
 
 
@@ -480,6 +499,16 @@ def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
     balanced = shares(Decomposition.from_runs(shape, runs))
     assert even.max() > 0.95
     assert np.all(np.abs(balanced - 0.25) < 0.15 * 0.25 * 4), balanced  # within 15 % of the total
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_a_failing_rank_ends_the_job_with_its_error_instead_of_hanging(tmp_path, busy, monkeypatch):
+    cfg, _ = busy
+    monkeypatch.setenv("GPUSIM_TEST_FAIL_RANK", "1")
+    p = _gpusim("run", str(cfg), "--minutes", "3", "--out", str(tmp_path / "run.zarr"), n=2, timeout=120)
+    assert p.returncode != 0
+    assert "rank 1 of 2 failed" in p.stderr and "fails on purpose" in p.stderr
 
 
 @needs_mpi[0]

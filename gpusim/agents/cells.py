@@ -50,15 +50,17 @@ def active_box(tumor):
     return tuple(np.int64(v) for v in (*lo, *(h - l for l, h in zip(lo, hi))))
 
 
-def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, vessel) -> None:
+def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, vessel, fr=None) -> None:
     """Phases A1 -> T1 -> T2 -> T3 -> A2 -> A3 of one step on lattice ``st`` and T-cell store ``s``,
     indexed by ``counts``/``offsets`` (the sort by (voxel, uid) of this step); ``k`` is the backend's
-    ``agents`` kernels, ``dims`` the grid's (nz, ny, nx) as int64 and ``mg``/``o2``/``chem``/``vessel``
-    flat arrays (a dummy where absent). Every read is a gather over at most the 27 voxels around a
-    voxel or an agent, keyed by global voxel index and uid, so a rank holding only part of the
-    lattice and of the T cells gets this phase's exact results where its data reach far enough
-    (gpusim.parallel.cells)."""
+    ``agents`` kernels, ``dims`` the arrays' (nz, ny, nx) as int64 and ``mg``/``o2``/``chem``/``vessel``
+    flat arrays (a dummy where absent); ``fr``: the arrays' frame in the global grid (default: they
+    hold the whole grid; see the comment above ``rules.global_voxel``). Every read is a gather over at
+    most the 27 voxels around a voxel or an agent, keyed by global voxel index and uid, so a rank
+    holding only part of the lattice and of the T cells gets this phase's exact results where its
+    data reach far enough (gpusim.parallel.cells)."""
     nz, ny, nx = dims
+    fr = R.whole_frame(nz, ny, nx) if fr is None else fr
     n = np.int64(s.n)
     tumor = st.tumor.reshape(-1)
     damage, last_hit, since = st.damage.reshape(-1), st.last_hit.reshape(-1), st.since.reshape(-1)
@@ -69,12 +71,12 @@ def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, ves
     event[...] = 0
     box = active_box(st.tumor)
     if box is not None:  # targets are LIVE, so inside the box: T1 clears every mark A1 set
-        k.tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
+        k.tumor_fate(box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
                      s.state, s.target, s.hit, hit_mark, o2)
-        k.tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
-        k.tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+        k.tumor_propose(box, fr, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+        k.tumor_claim(box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
                       n_tumor)
-    k.respond(n, seed, step, p, nz, ny, nx, offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
+    k.respond(n, seed, step, p, nz, ny, nx, fr, offsets, s.uid, s.state, s.voxel, s.pos_um, s.dir, s.lfa1,
               s.function, s.target, s.timer_min, s.kills, s.div_timer, s.hit, s.flags, s.prop, s.prio,
               s.pos_new, tumor, event, chem)
     k.accept(n, seed, step, p, nz, ny, nx, offsets, counts, s.uid, s.state, s.voxel, s.pos_um,

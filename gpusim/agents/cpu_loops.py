@@ -13,9 +13,9 @@ from gpusim.agents import rules as R
 
 
 @numba.njit(parallel=True, cache=True)
-def voxels(n, dx, nz, ny, nx, pos, state, dead_bin, voxel):
+def voxels(n, dx, nz, ny, nx, fr, pos, state, dead_bin, voxel):
     for i in numba.prange(n):
-        R.voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel)
+        R.voxel_one(i, dx, nz, ny, nx, fr, pos, state, dead_bin, voxel)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -26,48 +26,51 @@ def sense(n, seed, step, p, uid, state, voxel, lfa1, function, target, hit, flag
                           div_timer, hit_mark, mg)
 
 
-# The lattice phases walk a box of the grid (z0, y0, x0, bz, by, bx): the tumour's bounding box
-# grown by one voxel, where every lattice event of a step can happen (CellStep.apply).
+# The lattice phases walk a box of the arrays (z0, y0, x0, bz, by, bx): the tumour's bounding box
+# grown by one voxel, where every lattice event of a step can happen (cells.run_phases); ``fr`` is the
+# arrays' frame in the global grid (the comment above rules.global_voxel), whose indices key the voxels' draws.
 @numba.njit(parallel=True, cache=True)
-def tumor_fate(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
+def tumor_fate(box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
                target, hit, hit_mark, o2):
     z0, y0, x0, bz, by, bx = box
     for zi in numba.prange(bz):
         z = z0 + zi
         for y in range(y0, y0 + by):
             for x in range(x0, x0 + bx):
-                R.tumor_fate_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
-                                 last_hit, since, event, offsets, state, target, hit, hit_mark, o2)
+                R.tumor_fate_one((z * ny + y) * nx + x, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p,
+                                 nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state, target, hit,
+                                 hit_mark, o2)
 
 
 @numba.njit(parallel=True, cache=True)
-def tumor_propose(box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+def tumor_propose(box, fr, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
     z0, y0, x0, bz, by, bx = box
     for zi in numba.prange(bz):
         z = z0 + zi
         for y in range(y0, y0 + by):
             for x in range(x0, x0 + bx):
-                R.tumor_propose_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel,
-                                    counts, div_dir, o2, mg)
+                R.tumor_propose_one((z * ny + y) * nx + x, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p,
+                                    nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
 
 
 @numba.njit(parallel=True, cache=True)
-def tumor_claim(box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
+def tumor_claim(box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
                 n_tumor):
     z0, y0, x0, bz, by, bx = box
     for zi in numba.prange(bz):
         z = z0 + zi
         for y in range(y0, y0 + by):
             for x in range(x0, x0 + bx):
-                R.tumor_claim_one((z * ny + y) * nx + x, z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
-                                  last_hit, since, event, vessel, div_dir, n_tumor)
+                R.tumor_claim_one((z * ny + y) * nx + x, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p,
+                                  nz, ny, nx, fr[4], fr[5], tumor, damage, last_hit, since, event, vessel, div_dir,
+                                  n_tumor)
 
 
 @numba.njit(parallel=True, cache=True)
-def respond(n, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1, function,
+def respond(n, seed, step, p, nz, ny, nx, fr, offsets, uid, state, voxel, pos, direction, lfa1, function,
             target, timer, kills, div_timer, hit, flags, prop, prio, pos_new, tumor, event, chem):
     for i in numba.prange(n):
-        R.tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1,
+        R.tcell_respond_one(i, seed, step, p, nz, ny, nx, fr, offsets, uid, state, voxel, pos, direction, lfa1,
                             function, target, timer, kills, div_timer, hit, flags, prop, prio, pos_new,
                             tumor, event, chem)
 

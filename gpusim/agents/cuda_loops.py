@@ -19,10 +19,10 @@ def _grid(n):
 
 
 @cuda.jit
-def _voxels(n, dx, nz, ny, nx, pos, state, dead_bin, voxel):
+def _voxels(n, dx, nz, ny, nx, fr, pos, state, dead_bin, voxel):
     i = cuda.grid(1)
     if i < n:
-        R.voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel)
+        R.voxel_one(i, dx, nz, ny, nx, fr, pos, state, dead_bin, voxel)
 
 
 @cuda.jit
@@ -46,39 +46,40 @@ def _box_voxel(i, box, ny, nx):
 
 
 @cuda.jit
-def _tumor_fate(nbox, box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets, state,
-                target, hit, hit_mark, o2):
+def _tumor_fate(nbox, box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
+                state, target, hit, hit_mark, o2):
     i = cuda.grid(1)
     if i < nbox:
         v, z, y, x = _box_voxel(i, box, ny, nx)
-        R.tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, offsets,
-                         state, target, hit, hit_mark, o2)
+        R.tumor_fate_one(v, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p, nz, ny, nx, tumor, damage,
+                         last_hit, since, event, offsets, state, target, hit, hit_mark, o2)
 
 
 @cuda.jit
-def _tumor_propose(nbox, box, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+def _tumor_propose(nbox, box, fr, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
     i = cuda.grid(1)
     if i < nbox:
         v, z, y, x = _box_voxel(i, box, ny, nx)
-        R.tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg)
+        R.tumor_propose_one(v, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p, nz, ny, nx, tumor, vessel,
+                            counts, div_dir, o2, mg)
 
 
 @cuda.jit
-def _tumor_claim(nbox, box, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel, div_dir,
-                 n_tumor):
+def _tumor_claim(nbox, box, fr, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
+                 div_dir, n_tumor):
     i = cuda.grid(1)
     if i < nbox:
         v, z, y, x = _box_voxel(i, box, ny, nx)
-        R.tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
-                          div_dir, n_tumor)
+        R.tumor_claim_one(v, R.global_voxel(z, y, x, fr), z, y, x, seed, step, p, nz, ny, nx, fr[4], fr[5], tumor,
+                          damage, last_hit, since, event, vessel, div_dir, n_tumor)
 
 
 @cuda.jit
-def _respond(n, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1, function,
+def _respond(n, seed, step, p, nz, ny, nx, fr, offsets, uid, state, voxel, pos, direction, lfa1, function,
              target, timer, kills, div_timer, hit, flags, prop, prio, pos_new, tumor, event, chem):
     i = cuda.grid(1)
     if i < n:
-        R.tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1,
+        R.tcell_respond_one(i, seed, step, p, nz, ny, nx, fr, offsets, uid, state, voxel, pos, direction, lfa1,
                             function, target, timer, kills, div_timer, hit, flags, prop, prio, pos_new,
                             tumor, event, chem)
 

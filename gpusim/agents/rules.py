@@ -101,6 +101,24 @@ _DIR_TRIES = 16  # rejection-sampling attempts for a uniform direction (fails wi
 # ==================================================================================================
 # small helpers
 # ==================================================================================================
+# The frame ``fr`` = (oz, oy, ox, gnz, gny, gnx) of the arrays a rule reads: their first voxel is global
+# voxel (oz, oy, ox) of a (gnz, gny, gnx) grid. Memory indices and neighbour bounds are the arrays'
+# own (nz, ny, nx); random numbers are keyed and T cells reflected by global coordinates, so a rank
+# holding part of the grid draws the same numbers as one process (gpusim.parallel.cells). A whole
+# grid is the frame (0, 0, 0, nz, ny, nx): ``whole_frame``.
+
+
+@register_jitable
+def global_voxel(z, y, x, fr):
+    """Global index of local voxel (z, y, x) of frame ``fr``."""
+    return ((z + fr[0]) * fr[4] + (y + fr[1])) * fr[5] + (x + fr[2])
+
+
+def whole_frame(nz, ny, nx) -> tuple:
+    """The frame of arrays holding the whole (nz, ny, nx) grid."""
+    return tuple(np.int64(v) for v in (0, 0, 0, nz, ny, nx))
+
+
 @register_jitable
 def split_voxel(v, ny, nx):
     """(z, y, x) of global voxel ``v`` = (z*ny + y)*nx + x."""
@@ -112,12 +130,14 @@ def split_voxel(v, ny, nx):
 
 
 @register_jitable
-def axis_cell(p, dx, n):
-    """Voxel index along one axis of coordinate ``p`` µm: floor(p / dx) in float32, clamped to [0, n-1]."""
+def axis_cell(p, dx, o, n):
+    """Voxel index along one axis of coordinate ``p`` µm in an array whose first voxel is global voxel
+    ``o``: floor(p / dx) in float32, minus ``o``, clamped to [0, n-1]."""
     q = p / dx
     k = np.int64(q)  # truncation toward zero; fix to floor below (comparison only, no arithmetic)
     if F32(k) > q:
         k -= 1
+    k -= o
     if k < 0:
         return np.int64(0)
     if k > n - 1:
@@ -126,9 +146,11 @@ def axis_cell(p, dx, n):
 
 
 @register_jitable
-def voxel_of_pos(pz, py, px, dx, nz, ny, nx):
-    """Global voxel index of position (pz, py, px) µm (float32), as ``spatial_index.voxel_of``."""
-    return (axis_cell(pz, dx, nz) * ny + axis_cell(py, dx, ny)) * nx + axis_cell(px, dx, nx)
+def voxel_of_pos(pz, py, px, dx, nz, ny, nx, fr):
+    """Index of the voxel of position (pz, py, px) µm (float32) in the (nz, ny, nx) array of frame
+    ``fr`` (see :func:`global_voxel`): the global index, as ``spatial_index.voxel_of``, in a whole grid."""
+    return ((axis_cell(pz, dx, fr[0], nz) * ny + axis_cell(py, dx, fr[1], ny)) * nx
+            + axis_cell(px, dx, fr[2], nx))
 
 
 @register_jitable
@@ -279,10 +301,11 @@ def _o2_fraction(o2, lo, hi):
 
 
 @register_jitable
-def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event,
+def tumor_fate_one(v, gv, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event,
                    offsets, state, target, hit, hit_mark, o2):
-    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of voxel ``v`` = (z, y, x).
-    Hits are gathered only where A1 marked the voxel as a target; the mark is cleared here."""
+    """T1: hits and death, hit recovery, necrosis, apoptosis, clearance of voxel ``v`` = (z, y, x)
+    (global index ``gv``, which keys its draws). Hits are gathered only where A1 marked the voxel as a
+    target; the mark is cleared here."""
     s = tumor[v]
     ev = 0
     if s == LIVE:
@@ -308,14 +331,14 @@ def tumor_fate_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hi
         if p[P.HAS_O2] != _ZERO and p[P.NEC_MAX] > _ZERO:
             frac = _ONE - _o2_fraction(o2[v], p[P.NEC_MAX_O2], p[P.NEC_THR])
             if frac > _ZERO:
-                r0, _r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_NECROSIS, 0)
+                r0, _r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, gv, step, rng.PURPOSE_NECROSIS, 0)
                 if rng.fires(rng.u01(r0), p[P.NEC_MAX] * frac, p[P.DT]):
                     tumor[v] = NECROTIC
                     since[v] = step
                     event[v] = ev | EV_NECROSIS
                     return
         if p[P.P_TAPO] > _ZERO:
-            r0, _r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_APOPTOSIS, 0)
+            r0, _r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, gv, step, rng.PURPOSE_APOPTOSIS, 0)
             if rng.u01(r0) < p[P.P_TAPO]:
                 tumor[v] = DEAD
                 since[v] = step
@@ -357,9 +380,10 @@ def _weight(dz, dy, dx):
 
 
 @register_jitable
-def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
+def tumor_propose_one(v, gv, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, counts, div_dir, o2, mg):
     """T2: a LIVE cell draws a division (rate modulated by O2 and optionally Mg) and proposes a free
-    neighbour among 26, chosen with weight 1/distance; ``div_dir[v]`` = neighbour code or -1."""
+    neighbour among 26, chosen with weight 1/distance; ``div_dir[v]`` = neighbour code or -1 (draws
+    keyed by the global index ``gv``)."""
     div_dir[v] = -1
     if tumor[v] != LIVE:
         return
@@ -373,7 +397,7 @@ def tumor_propose_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, vessel, coun
         rate = rate * (m / (p[P.MG_KM] + m))
     if rate <= _ZERO:
         return
-    r0, r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_DIVIDE, 0)
+    r0, r1, _r2, _r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, gv, step, rng.PURPOSE_DIVIDE, 0)
     if not rng.fires(rng.u01(r0), rate, p[P.DT]):
         return
     cap_t = np.int64(p[P.CAP_T])
@@ -405,10 +429,11 @@ def _free_neighbours(z, y, x, nz, ny, nx, tumor, vessel, counts, cap_t, pick):
 
 
 @register_jitable
-def tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_hit, since, event, vessel,
-                    div_dir, n_tumor):
+def tumor_claim_one(v, gv, z, y, x, seed, step, p, nz, ny, nx, gny, gnx, tumor, damage, last_hit, since,
+                    event, vessel, div_dir, n_tumor):
     """T3: an EMPTY voxel takes, among its neighbours' proposals aimed at it, the one with the smallest
-    (hash, source voxel); prunes a vessel voxel with >= 13 NECROTIC neighbours; writes n_tumor."""
+    (hash, source voxel), both by global index (``gv``; the grid's ``gny``, ``gnx``); prunes a vessel
+    voxel with >= 13 NECROTIC neighbours; writes n_tumor."""
     if tumor[v] == EMPTY and vessel[v] == 0:
         best_h = U64(0)
         best_w = np.int64(-1)
@@ -421,11 +446,12 @@ def tumor_claim_one(v, z, y, x, seed, step, p, nz, ny, nx, tumor, damage, last_h
                     # w's proposal points at v when its code is the opposite offset (-dz, -dy, -dx)
                     if div_dir[w] != 26 - ((dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)):
                         continue
-                    h0, _h1, _h2, _h3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, w, step, rng.PURPOSE_PRIORITY, 0)
+                    gw = gv + (dz * gny + dy) * gnx + dx
+                    h0, _h1, _h2, _h3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, gw, step, rng.PURPOSE_PRIORITY, 0)
                     h = U64(h0)
-                    if best_w < 0 or h < best_h or (h == best_h and w < best_w):
+                    if best_w < 0 or h < best_h or (h == best_h and gw < best_w):
                         best_h = h
-                        best_w = w
+                        best_w = gw
         if best_w >= 0:
             tumor[v] = LIVE
             damage[v] = 0
@@ -501,7 +527,7 @@ def _gradient(c, v, nz, ny, nx):
 
 
 @register_jitable
-def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, pos, direction, lfa1,
+def tcell_respond_one(i, seed, step, p, nz, ny, nx, fr, offsets, uid, state, voxel, pos, direction, lfa1,
                       function, target, timer, kills, div_timer, hit, flags, prop, prio, pos_new,
                       tumor, event, chem):
     """A2: end synapses (target dead, or its time up) with kill credit and proliferation; a free T cell
@@ -584,18 +610,18 @@ def tcell_respond_one(i, seed, step, p, nz, ny, nx, offsets, uid, state, voxel, 
     dxum = p[P.DX]
     # a step out of the block is reflected: that component of the direction flips, no move
     out = False
-    if qz < _ZERO or qz >= F32(nz) * dxum:
+    if qz < _ZERO or qz >= F32(fr[3]) * dxum:
         direction[i, 0] = -direction[i, 0]
         out = True
-    if qy < _ZERO or qy >= F32(ny) * dxum:
+    if qy < _ZERO or qy >= F32(fr[4]) * dxum:
         direction[i, 1] = -direction[i, 1]
         out = True
-    if qx < _ZERO or qx >= F32(nx) * dxum:
+    if qx < _ZERO or qx >= F32(fr[5]) * dxum:
         direction[i, 2] = -direction[i, 2]
         out = True
     if out:
         return
-    nv = voxel_of_pos(qz, qy, qx, dxum, nz, ny, nx)
+    nv = voxel_of_pos(qz, qy, qx, dxum, nz, ny, nx, fr)
     if nv == v:
         pos[i, 0] = qz
         pos[i, 1] = qy
@@ -701,10 +727,10 @@ def recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, 
 
 
 @register_jitable
-def voxel_one(i, dx, nz, ny, nx, pos, state, dead_bin, voxel):
+def voxel_one(i, dx, nz, ny, nx, fr, pos, state, dead_bin, voxel):
     """The voxel of agent ``i`` (for the spatial index); a DEAD agent goes to ``dead_bin`` when that
     is >= 0 (one bin past the last voxel, so the sort moves dead agents to the end)."""
     if dead_bin >= 0 and state[i] == TDEAD:
         voxel[i] = dead_bin
     else:
-        voxel[i] = voxel_of_pos(pos[i, 0], pos[i, 1], pos[i, 2], dx, nz, ny, nx)
+        voxel[i] = voxel_of_pos(pos[i, 0], pos[i, 1], pos[i, 2], dx, nz, ny, nx, fr)

@@ -27,7 +27,7 @@ def voxel_of(pos_um, dx_um, shape, xp=np):
     return (iz * ny + iy) * nx + ix
 
 
-def sort_by_voxel_uid(store, dx_um, shape, drop_dead: bool = False):
+def sort_by_voxel_uid(store, dx_um, shape, drop_dead: bool = False, fr=None):
     """Permute every carried column of ``store`` into (voxel, uid) order; return ``(counts, offsets)``.
 
     The ``voxel`` column is filled from the positions (the rules' ``voxel_of_pos``). ``counts``
@@ -36,6 +36,9 @@ def sort_by_voxel_uid(store, dx_um, shape, drop_dead: bool = False):
     ``drop_dead`` the DEAD agents go to a bin past the last voxel and are cut off the end: the sort
     is also the stable compaction (the survivors keep their (voxel, uid) order), in the same pass;
     ``store.removed`` says how many.
+
+    ``fr`` (default: the whole grid) is the frame of a part of the grid held in arrays of ``shape``
+    (the comment above ``rules.global_voxel``): voxels are then indexed in the part.
 
     Why this is deterministic on every backend: uids are unique (``check_unique``), so no two agents
     share a (voxel, uid) key and the sorted order of the keys is a single, fully determined
@@ -49,7 +52,8 @@ def sort_by_voxel_uid(store, dx_um, shape, drop_dead: bool = False):
     n = store.n
     nbins = nvox + 1 if drop_dead else nvox
     voxel = store.voxel
-    kern.voxels(np.int64(n), np.float32(dx_um), np.int64(nz), np.int64(ny), np.int64(nx), store.pos_um,
+    fr = (np.int64(0), np.int64(0), np.int64(0), np.int64(nz), np.int64(ny), np.int64(nx)) if fr is None else fr
+    kern.voxels(np.int64(n), np.float32(dx_um), np.int64(nz), np.int64(ny), np.int64(nx), fr, store.pos_um,
                 store.state, np.int64(nvox if drop_dead else -1), voxel)
     order, counts, offsets = kern.sort_order(voxel, store.uid, nbins)
     store.permute(order)

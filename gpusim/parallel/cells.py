@@ -1,16 +1,19 @@
 """The tumour lattice and the T cells stepped box by box on N ranks, bitwise equal to one process.
 
 Each step rank 0 (which holds the whole lattice and T-cell store, gpusim.parallel.run) sorts the
-T cells, sends every rank the lattice, the fields the rules read and the T cells of its *region* —
-its box grown by ``CELL_GHOST`` voxels on every side, clipped to the grid — and each rank runs the
-six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`, the same kernels) on
-that region. Rank 0 then takes back each rank's own box of the lattice and the T cells that sat in
-it at the sort, and finishes the step (counts, recruitment, daughters) as one process does.
+T cells and sends every rank the T cells of its *region* — its box grown by ``CELL_GHOST`` voxels on
+every side, clipped to the grid — with the lattice and the fields the rules read one voxel further
+out (so every engaged T cell's target is there). Each rank runs the six phases of the single-process
+step (:func:`gpusim.agents.cells.run_phases`, the same kernels) on arrays of that size, whose
+*frame* places them in the global grid. Rank 0 then takes back each rank's own box of the lattice
+and the T cells that sat in it at the sort, and finishes the step (counts, recruitment, daughters)
+as one process does.
 
-Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, its random
-numbers are keyed by global voxel index and uid (DESIGN.md §2), and the arrays keep global indexing
-(a rank's arrays are whole-grid sized, zero outside its region). A result is therefore right wherever
-the data it reads are right; data are right in the whole region at the start of the step, and each
+Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, and its
+random numbers are keyed by global voxel index and uid (DESIGN.md §2; the frame gives the global
+index). T cells are reflected at the faces of the global grid, and voxel indices that leave a rank
+(targets, proposals, voxels) are converted back to global ones. A result is therefore right wherever
+the data it reads are right. Data are right in the whole region at the start of the step, and each
 phase that reads its neighbours' results of an earlier phase shrinks the right zone by one voxel:
 
     A1 sense (own voxel) -> T1 fate (hits of the agents within 1) -> T2 propose (fates within 1)
@@ -21,8 +24,9 @@ so the owned box is right after six voxels of region (``CELL_GHOST``). Redundant
 ghosts instead of a halo exchange between phases: one message per rank and step.
 
 Scope of this version: rank 0 holds and re-sends the whole state every step (it scales the cell
-arithmetic, not the memory); a rank's arrays are whole-grid sized; recruitment, daughters and
-infusions run on rank 0 (they need the whole store's order, which the single-process run defines).
+arithmetic; the other ranks' memory is their region's, rank 0's the whole run's); recruitment,
+daughters and infusions run on rank 0 (they need the whole store's order, which the single-process
+run defines).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 import numpy as np
 
 from ..agents import params as P
+from ..agents import rules as R
 from ..agents.cells import run_phases
 from ..agents.spatial_index import sort_by_voxel_uid
 from ..agents.tcell_store import COLUMNS, TCellStore
@@ -60,8 +65,8 @@ def ghost_width() -> int:
 
 
 def region(decomp: Decomposition, rank: int, width: int | None = None) -> Box:
-    """``rank``'s box grown by ``width`` (default :func:`ghost_width`) voxels on every side, clipped
-    to the grid."""
+    """``rank``'s box grown by ``width`` (default :func:`ghost_width`; the T cells a rank gets) voxels
+    on every side, clipped to the grid; one voxel more for the lattice and fields: ``width + 1``."""
     width = ghost_width() if width is None else int(width)
     b = decomp.box(rank)
     lo = [max(0, o - width) for o in b.offset]
@@ -88,7 +93,8 @@ def _names(cfg, has_vessel):
 
 
 class _Lattice:
-    """Whole-grid sized lattice arrays with the attribute names of ``State`` (what run_phases reads)."""
+    """A rank's lattice arrays (of its lattice region) with the attribute names of ``State`` (what
+    run_phases reads)."""
 
     def __init__(self, shape, names):
         dtypes = {"tumor": np.uint8, "damage": np.uint8, "last_hit": np.int32, "since": np.int32,
@@ -102,63 +108,90 @@ class CellWorker:
     """One rank's part of the cell step: the six phases on its region (see the module docstring)."""
 
     def __init__(self, cfg, comm, decomp: Decomposition, has_vessel: bool):
-        self.comm, self.decomp = comm, decomp
+        self.comm = comm
         self.backend = select_backend("cpu")  # CPU ranks (GPU ranks are still to come)
         self.k = self.backend.kernels("agents")
         self.p = P.build(cfg)
         self.seed = np.uint64(cfg.seed)
         self.shape = tuple(decomp.shape)
-        self.dims = tuple(np.int64(n) for n in self.shape)
         self.dx_um = float(cfg.grid.dx_um)
         self.lattice_in, self.lattice_out, self.field_names = _names(cfg, has_vessel)
-        self.set_decomposition(decomp)
-        self.lat = _Lattice(self.shape, self.lattice_in)
-        self.fields = {n: np.zeros(self.shape, np.float32) for n in self.field_names}
-        nvox = int(np.prod(self.shape))
         self._dummy = np.zeros(1, np.float32)
-        self._no_vessel = np.zeros(nvox, np.uint8)
         self.store = TCellStore(self.backend, capacity=1024)
+        self.set_decomposition(decomp)
 
     def set_decomposition(self, decomp: Decomposition) -> None:
-        """The boxes of the cell step (they follow the cells, :class:`DistributedCells`)."""
+        """The boxes of the cell step (they follow the cells, :class:`DistributedCells`), and the
+        arrays of this rank's region."""
         self.decomp = decomp
-        self.region = region(decomp, self.comm.rank)
-        self.box = decomp.box(self.comm.rank)
+        rank = self.comm.rank
+        self.box = decomp.box(rank)
+        self.region = region(decomp, rank)  # the T cells it gets
+        w = ghost_width() + 1
+        self.lregion = region(decomp, rank, w)  # the lattice and fields
+        lr = self.lregion
+        self.dims = tuple(np.int64(n) for n in lr.shape)
+        self.frame = tuple(np.int64(v) for v in (*lr.offset, *self.shape))
+        self.lat = _Lattice(lr.shape, self.lattice_in)
+        self.fields = {n: np.zeros(lr.shape, np.float32) for n in self.field_names}
+        self._no_vessel = np.zeros(int(np.prod(lr.shape)), np.uint8)
+        self.box_local = Box(tuple(o - lo for o, lo in zip(self.box.offset, lr.offset)), self.box.shape)
+
+    def _to_local(self, v):
+        """Global voxel indices (all >= 0) as indices of this rank's lattice arrays."""
+        if not np.all(_inside(v, self.shape, self.lregion)):
+            raise RuntimeError("MPI cell step: an engaged T cell's target lies outside this rank's lattice region")
+        z, y, x = _zyx(v, self.shape)
+        (oz, oy, ox), (ly, lx) = self.lregion.offset, self.lregion.shape[1:]
+        return ((z - oz) * ly + (y - oy)) * lx + (x - ox)
+
+    def _to_global(self, v):
+        """Indices of this rank's lattice arrays as global voxel indices (-1 kept)."""
+        z, y, x = _zyx(v, self.lregion.shape)
+        (oz, oy, ox), (ny, nx) = self.lregion.offset, self.shape[1:]
+        return np.where(v >= 0, ((z + oz) * ny + (y + oy)) * nx + (x + ox), v)
 
     def step(self, step: int, lattice: dict, fields: dict, rows: np.ndarray, columns: dict):
-        """Run the phases of step ``step`` on this rank's region, given its lattice and fields (region
-        arrays), and its T cells (``rows``: their rows in rank 0's sorted store). Returns the box's
-        lattice arrays, and the rows and columns of the T cells that sat in the box."""
-        sl = self.region.slices
+        """Run the phases of step ``step`` on this rank's region, given its lattice and fields (arrays
+        of the lattice region) and its T cells (``rows``: their rows in rank 0's sorted store; voxel
+        indices global). Returns the box's lattice arrays, and the rows and columns of the T cells
+        that sat in the box, with global voxel indices."""
         for name in self.lattice_in:
-            a = getattr(self.lat, name)
-            a.fill(0)  # outside the region: nothing (its rules' results there are never used)
-            a[sl] = lattice[name]
+            getattr(self.lat, name)[...] = lattice[name]
         for name, f in self.fields.items():
-            f.fill(0)
-            f[sl] = fields[name]
+            f[...] = fields[name]
         s = self.store
         s.n = 0
+        local = np.zeros(0, bool)
         if rows.shape[0]:
             s.append(**columns)
-        counts, offsets = sort_by_voxel_uid(s, self.dx_um, self.shape)
+            # an engaged T cell's target is within one voxel of it, so inside the lattice region; a free
+            # one's ``target`` is the stale value of its last synapse, never read: it stays global
+            local = s.state == np.uint8(R.ENGAGED)
+            s.target[local] = self._to_local(s.target[local])
+        counts, offsets = sort_by_voxel_uid(s, self.dx_um, self.lregion.shape, fr=self.frame)
         if not np.array_equal(s.uid, columns["uid"]):  # a subsequence of a sorted store stays in order
             raise RuntimeError("MPI cell step: this rank's T cells came out of (voxel, uid) order")
         f = {n: self.fields[n].reshape(-1) if n in self.fields else self._dummy for n in RULE_FIELDS}
         vessel = self.lat.vessel.reshape(-1) if "vessel" in self.lattice_in else self._no_vessel
         run_phases(self.k, self.p, self.seed, np.int64(step), self.dims, self.lat, s, counts, offsets,
-                   f["mg"], f["o2"], f["chemokine"], vessel)
-        out_lattice = {name: np.ascontiguousarray(getattr(self.lat, name)[self.box.slices])
+                   f["mg"], f["o2"], f["chemokine"], vessel, fr=self.frame)
+        out_lattice = {name: np.ascontiguousarray(getattr(self.lat, name)[self.box_local.slices])
                        for name in self.lattice_out}
-        mine = _inside(s.voxel, self.shape, self.box)
-        return out_lattice, rows[mine], {c: np.ascontiguousarray(getattr(s, c)[mine]) for c in COLUMNS}
+        mine = _inside(s.voxel, self.lregion.shape, self.box_local)
+        out = {c: np.ascontiguousarray(getattr(s, c)[mine]) for c in COLUMNS}
+        for c in ("voxel", "prop"):  # voxel indices leave the rank as global ones
+            out[c] = self._to_global(out[c])
+        local = (local | ((s.flags & R.FL_ENGAGED) != 0))[mine]  # targets set here or converted above
+        out["target"][local] = self._to_global(out["target"][local])
+        return out_lattice, rows[mine], out
 
     # -- ranks > 0 --------------------------------------------------------------------------------
     def follow(self, msg: dict) -> None:
         """Receive this rank's region from rank 0, step it, send the box back."""
         if msg["runs"] != [[list(r) for r in axis] for axis in self.decomp.runs]:
             self.set_decomposition(Decomposition.from_runs(self.shape, msg["runs"]))
-        comm, reg = self.comm, self.region
+        comm, reg = self.comm, self.lregion
         m = np.empty(1, np.int64)
         comm.recv(m, 0, _TAG)
         lattice = {n: _recv(comm, reg.shape, getattr(self.lat, n).dtype) for n in self.lattice_in}
@@ -217,7 +250,11 @@ class DistributedCells:
         self.comm, self.decomp = comm, decomp
         self.balance = sim.config.parallel.balance
         self.worker = CellWorker(sim.config, comm, decomp, has_vessel=sim.state.vessel is not None)
-        self.regions = [region(decomp, r) for r in range(comm.size)]
+        self._regions()
+
+    def _regions(self) -> None:
+        self.regions = [region(self.decomp, r) for r in range(self.comm.size)]  # T cells
+        self.lregions = [region(self.decomp, r, ghost_width() + 1) for r in range(self.comm.size)]
 
     def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
         return getattr(self.__dict__["inner"], key)
@@ -228,7 +265,7 @@ class DistributedCells:
         runs = [balanced_runs(w, p) for w, p in zip(weights, self.decomp.ranks_zyx)]
         if runs != self.decomp.runs:
             self.decomp = Decomposition.from_runs(st.shape, runs)
-            self.regions = [region(self.decomp, r) for r in range(self.comm.size)]
+            self._regions()
             self.worker.set_decomposition(self.decomp)
 
     def apply(self, sim) -> None:
@@ -257,10 +294,10 @@ class DistributedCells:
             return a
 
         mine = None
-        for r, reg in enumerate(self.regions):
+        for r, (reg, lreg) in enumerate(zip(self.regions, self.lregions)):
             rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
-            lattice = {n: getattr(st, n)[reg.slices] for n in w.lattice_in}
-            fields = {n: st.fields[n][reg.slices] for n in w.field_names}
+            lattice = {n: getattr(st, n)[lreg.slices] for n in w.lattice_in}
+            fields = {n: st.fields[n][lreg.slices] for n in w.field_names}
             columns = {c: host[c][rows] for c in COLUMNS}
             if r == 0:
                 mine = (lattice, fields, rows, columns)

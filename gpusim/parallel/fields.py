@@ -63,6 +63,9 @@ def unsupported(cfg, coordinated: bool = True) -> list:
         if method not in allowed:
             out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' step on their own across "
                        "ranks; set method = \"lod\" or run on one rank)")
+    if coordinated and cfg.backend == "cuda":
+        out.append("backend = 'cuda': GPU ranks are not written yet; MPI runs use CPU ranks (set backend = "
+                   "\"cpu\" or \"auto\", or run on one process for the GPU)")
     if not coordinated:
         if cfg.tumor is not None:
             out.append("[tumor]: the lattice runs across ranks only in a coordinated run (gpusim run)")

@@ -18,6 +18,8 @@ writing their own shards, is the next step (MODEL.md 'Parallel runs').
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -79,8 +81,11 @@ class DistributedFields:
 
 def _follow(comm, box: BoxFieldRun, cells) -> None:
     """The loop of ranks > 0: do what rank 0 broadcasts until it says stop."""
+    fail = os.environ.get("GPUSIM_TEST_FAIL_RANK")  # test hook: this rank fails in its first step
     while True:
         msg = comm.bcast_json(None)
+        if fail is not None and int(fail) == comm.rank:
+            raise RuntimeError(f"GPUSIM_TEST_FAIL_RANK={fail}: rank {comm.rank} fails on purpose")
         if msg["op"] == "fields":
             box.load(msg)
             t0 = time.perf_counter()
@@ -92,6 +97,16 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             cells.follow(msg)
         else:
             return
+
+
+def _abort(comm) -> None:
+    """Print this rank's error (MPI's abort ends the process before a traceback would) and end the job."""
+    import traceback
+
+    print(f"gpusim: rank {comm.rank} of {comm.size} failed; ending the MPI job:", file=sys.stderr)
+    traceback.print_exc()
+    sys.stderr.flush()
+    comm.abort(1)
 
 
 def _refuse(cfg, comm, console) -> bool:
@@ -110,8 +125,12 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
     box = BoxFieldRun(cfg, comm, coordinated=True)
     has_cells = cfg.tumor is not None or cfg.tcells is not None
     if comm.rank != 0:
-        cells = CellWorker(cfg, comm, box.decomp, has_vessel=cfg.vessels is not None) if has_cells else None
-        _follow(comm, box, cells)
+        try:
+            cells = CellWorker(cfg, comm, box.decomp, has_vessel=cfg.vessels is not None) if has_cells else None
+            _follow(comm, box, cells)
+        except BaseException:
+            _abort(comm)  # rank 0 waits for this rank's part: end the whole job, not hang
+            raise
         return 0
     try:
         mirror = make_mirror()
@@ -124,15 +143,15 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
         mirror.field_update = fields
         code = body(mirror, box)
     except BaseException:
-        comm.abort(1)  # the other ranks wait in a broadcast: end the whole job
+        _abort(comm)  # the other ranks wait for rank 0: end the whole job
         raise
     comm.bcast_json(_STOP)
     return code
 
 
 def _describe(comm, box) -> str:
-    return (f"parallel: {comm.size} MPI ranks, process grid {list(box.decomp.ranks_zyx)} (rank 0 holds the whole "
-            "state and sends each rank its part every step)")
+    return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (rank 0 holds the "
+            "whole state and sends each rank its part every step)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
