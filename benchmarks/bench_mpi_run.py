@@ -44,7 +44,10 @@ TCELL_B_PER_AGENT = 200  # sort + sense + move + engage, mid of DESIGN's 150-250
 LATTICE_B_PER_VOXEL = 8
 STEADY_B_PER_VOXEL_PER_SOLVE = 2000  # assumption: ~10 V-cycles of ~200 B/voxel (float64 levels)
 STEADY_SWEEPS_PER_SOLVE = 40  # assumption: fine-level smoothing sweeps needing a halo (10 V-cycles x 4)
-PARTITIONED_B_PER_LINE = 64  # model: 2 reduced rows x 4 float64 per cut line and sweep (measured if known)
+#: the partitioned LOD's bytes per cut line and sweep, as gpusim.parallel.partitioned sends them: the x
+#: sweep with per-voxel reaction 8 * (6 + 2) (A, C, D of two reduced rows, two ends back), the
+#: position-only y and z sweeps 8 * (2 + 2) (right sides only)
+PARTITIONED_B_PER_LINE = (64, 32, 32)
 
 
 def _env():
@@ -131,12 +134,12 @@ def _plans():
 #: designs the projection compares (docs/scaling.md): bytes per cut line and LOD sweep for (x, y, z),
 #: the T cells' ghost depth and bytes per ghost, the lattice's region depth, and how many axes are cut
 DESIGNS = {
-    "as built: 6-voxel region, 64 B per cut line": dict(line_b=(PARTITIONED_B_PER_LINE,) * 3, ghost=None,
-                                                         ghost_b=None, lattice_ghost=None, cut_axes=3),
-    "lean: right sides only, float32; ghosts per phase (2 voxels, 24 B)": dict(
-        line_b=(32, 8, 8), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=3),
-    "lean, only z cut (slab boxes)": dict(line_b=(32, 8, 8), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=1),
-    "lean, only z cut, 400 Gb/s per GPU": dict(line_b=(32, 8, 8), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=1,
+    "as built: 6-voxel region, 64/32/32 B per cut line (x/y/z)": dict(
+        line_b=PARTITIONED_B_PER_LINE, ghost=None, ghost_b=None, lattice_ghost=None, cut_axes=3),
+    "lean: float32 rows; ghosts per phase (2 voxels, 24 B)": dict(
+        line_b=(32, 16, 16), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=3),
+    "lean, only z cut (slab boxes)": dict(line_b=(32, 16, 16), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=1),
+    "lean, only z cut, 400 Gb/s per GPU": dict(line_b=(32, 16, 16), ghost=2, ghost_b=24, lattice_ghost=2, cut_axes=1,
                                                link=400e9 / 8),
 }
 
