@@ -52,8 +52,8 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ..fields import layout as L
-from ..fields.cpu_kernels import (_coef_tuple, _face, _row_m, dirichlet_rhs, lod_reaction, lod_step, lod_xy_pass,
-                                  lod_z_pass)
+from ..fields.cpu_kernels import (XBLOCK, _coef_tuple, _face, _flags, _row_m, _transpose, dirichlet_rhs,
+                                  lod_reaction, lod_step, lod_xy_pass, lod_z_pass)
 
 __all__ = ["PartitionedLOD", "eliminate", "reduced_solve", "reduced_system", "segment_ends", "solve_split",
            "substitute"]
@@ -100,31 +100,52 @@ def _value(a, c, d, x_first, x_last):
 
 
 @register_jitable
-def _eliminate_lines(arow, crow, A, C, D, l0, l1):
-    """Segment elimination, in place, of lines ``l0:l1`` of (n, L) float64 arrays; on entry ``C`` holds
-    the diagonals ``b`` and ``D`` the right sides, ``arow``/``crow`` the off-diagonals per row; on exit
-    ``(A, C, D)`` of the reduced form (module docstring)."""
+def _down_row(j, a, c, A, C, D, l0, nl):
+    """Downward pass of row ``j`` of lines ``l0:l0+nl`` of (n, L) float64 arrays: on entry ``C[j]``
+    holds the diagonals and ``D[j]`` the right sides."""
+    first, jp = j < 2, max(j - 1, 0)
+    lu = np.uint64(l0)  # unsigned offsets: numba adds no negative-index fix-up, the loops vectorise
+    for k in range(nl):
+        l = lu + np.uint64(k)
+        r = _pivot(first, a, C[j, l], C[jp, l])
+        A[j, l] = _down_a(first, a, r, A[jp, l])
+        D[j, l] = _down_d(first, a, D[j, l], r, D[jp, l])
+        C[j, l] = c * r
+
+
+@register_jitable
+def _up_row(j, A, C, D, l0, nl):
+    """Upward pass of row ``j`` (``n-3 >= j >= 1``)."""
+    lu = np.uint64(l0)
+    for k in range(nl):
+        l = lu + np.uint64(k)
+        c = C[j, l]
+        A[j, l] = _up(c, A[j, l], A[j + 1, l])
+        D[j, l] = _up(c, D[j, l], D[j + 1, l])
+        C[j, l] = -c * C[j + 1, l]
+
+
+@register_jitable
+def _top_row(A, C, D, l0, nl):
+    """Row 0 reduced with row 1 (segments of 3 rows or more)."""
+    lu = np.uint64(l0)
+    for k in range(nl):
+        l = lu + np.uint64(k)
+        c = C[0, l]
+        r = _top_pivot(c, A[1, l])
+        A[0, l] = A[0, l] * r
+        D[0, l] = _up(c, D[0, l], D[1, l]) * r
+        C[0, l] = (-c * C[1, l]) * r
+
+
+@register_jitable
+def _up_lines(A, C, D, l0, nl):
+    """The upward pass and row 0's reduction of lines ``l0:l0+nl`` after their downward pass."""
     n = D.shape[0]
-    for j in range(n):
-        first, jp, a, c = j < 2, max(j - 1, 0), arow[j], crow[j]
-        for l in range(l0, l1):
-            r = _pivot(first, a, C[j, l], C[jp, l])
-            A[j, l] = _down_a(first, a, r, A[jp, l])
-            D[j, l] = _down_d(first, a, D[j, l], r, D[jp, l])
-            C[j, l] = c * r
     for j in range(n - 3, 0, -1):
-        for l in range(l0, l1):
-            c = C[j, l]
-            A[j, l] = _up(c, A[j, l], A[j + 1, l])
-            D[j, l] = _up(c, D[j, l], D[j + 1, l])
-            C[j, l] = -c * C[j + 1, l]
+        _up_row(j, A, C, D, l0, nl)
     if n >= 3:
-        for l in range(l0, l1):
-            c = C[0, l]
-            r = _top_pivot(c, A[1, l])
-            A[0, l] = A[0, l] * r
-            D[0, l] = _up(c, D[0, l], D[1, l]) * r
-            C[0, l] = (-c * C[1, l]) * r
+        _top_row(A, C, D, l0, nl)
 
 
 # -- the algorithm as plain functions (no MPI): what the sweeps do, testable on one process ---------
@@ -134,7 +155,9 @@ def eliminate(arow, crow, b, d):
     x_{j+1} = d[j, l]`` of L lines: every row reads ``A_j x_0 + x_j + C_j x_{n-1} = D_j``."""
     n, nl = d.shape
     A, C, D = np.empty((n, nl)), b.copy(), d.copy()
-    _eliminate_lines(arow, crow, A, C, D, 0, nl)
+    for j in range(n):
+        _down_row(j, arow[j], crow[j], A, C, D, 0, nl)
+    _up_lines(A, C, D, 0, nl)
     return A, C, D
 
 
@@ -154,20 +177,23 @@ def reduced_system(lengths, rows):
     return out[0], out[1], out[2]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def reduced_solve(alpha, gamma, delta):
     """The ends ``u`` (M, Lc) with ``alpha[k] u[k-1] + u[k] + gamma[k] u[k+1] = delta[k]`` per line
-    (Thomas; unit diagonal)."""
+    (Thomas; unit diagonal), the lines in lockstep."""
     m, nl = delta.shape
-    u = np.empty((m, nl))
-    for l in prange(nl):
-        g = np.empty(m)
-        for k in range(m):
-            w = 1.0 if k == 0 else 1.0 / (1.0 - alpha[k, l] * g[k - 1])
-            g[k] = gamma[k, l] * w
-            u[k, l] = delta[k, l] * w if k == 0 else (delta[k, l] - alpha[k, l] * u[k - 1, l]) * w
-        for k in range(m - 2, -1, -1):
-            u[k, l] = u[k, l] - g[k] * u[k + 1, l]
+    u, g = np.empty((m, nl)), np.empty((m, nl))
+    for l in range(nl):
+        g[0, l] = gamma[0, l]
+        u[0, l] = delta[0, l]
+    for k in range(1, m):
+        for l in range(nl):
+            w = 1.0 / (1.0 - alpha[k, l] * g[k - 1, l])
+            g[k, l] = gamma[k, l] * w
+            u[k, l] = (delta[k, l] - alpha[k, l] * u[k - 1, l]) * w
+    for k in range(m - 2, -1, -1):
+        for l in range(nl):
+            u[k, l] = u[k, l] - g[k, l] * u[k + 1, l]
     return u
 
 
@@ -234,95 +260,199 @@ def _fixed_factors(a, b, c):
     return r, cf, A[:, 0].copy(), C[:, 0].copy(), r0
 
 
-@register_jitable
-def _fixed_down_row(v, D, j, p, nq, l0, a, r, rhs0, lo, dlo, hi, dhi):
-    first = j < 2
-    jp = max(j - 1, 0)
-    for q in range(nq):
-        d = dirichlet_rhs(np.float64(v[j, p, q]) + rhs0, lo, dlo, hi, dhi)
-        D[j, l0 + q] = _down_d(first, a, d, r, D[jp, l0 + q])
+# Lines are solved in lockstep, the line index innermost over contiguous memory, as in cpu_kernels: a
+# z line is a column of the (nz, ny*nx) view, a y line a column of a z-plane, and x lines are columns of
+# a plane's block of XBLOCK rows transposed. Line l is y*nx + x (z sweep), z*nx + x (y sweep) or
+# z*ny + y (x sweep). Each sweep runs its kernel twice: phase 0 eliminates every block of lines in
+# thread-local arrays and keeps only the reduced rows (``ends``); phase 1, after the exchange,
+# eliminates again (same bits) and back-substitutes. Keeping the per-voxel reduced form between the
+# phases instead (24 B a voxel written and read back) measured ~2x slower: it is memory traffic, the
+# recomputation is arithmetic on data in cache.
+ZCHUNK = 512  # z lines per work item (a (nz, ZCHUNK) float64 block: 256 KiB at nz = 64)
 
 
 @register_jitable
-def _fixed_up_row(D, j, l0, nq, c):
-    for q in range(nq):
-        D[j, l0 + q] = _up(c, D[j, l0 + q], D[j + 1, l0 + q])
-
-
-@njit(parallel=True, cache=True)
-def _eliminate_fixed(v, D, a, r, cf, r0, rhs0, dir_lo, dlo, dir_hi, dhi):
-    """Segment elimination of the right sides ``D`` (n, P*Q) of the box's lines ``v`` with the
-    position-only factors of ``_fixed_factors``; ``rhs0`` is added to every right side (an x sweep's
-    empty-voxel source, 0 on the y and z sweeps); ``dir_lo``/``dir_hi``: the segment holds a Dirichlet end."""
-    n, np_, nq = v.shape
-    for p in prange(np_):
-        l0 = p * nq
-        for j in range(n):
-            _fixed_down_row(v, D, j, p, nq, l0, a[j], r[j], rhs0, j == 0 and dir_lo, dlo, j == n - 1 and dir_hi, dhi)
-        for j in range(n - 3, 0, -1):
-            _fixed_up_row(D, j, l0, nq, cf[j])
-        if n >= 3:
-            for q in range(nq):
-                D[0, l0 + q] = _up(cf[0], D[0, l0 + q], D[1, l0 + q]) * r0
+def _fixed_down(w, j, q0, nq, D, a, r, rhs0, lo, dlo, hi, dhi):
+    """Downward pass of the right sides of row ``j`` of ``w[:, q0:q0+nq]`` into ``D[j, :nq]``."""
+    first, jp = j < 2, max(j - 1, 0)
+    qu = np.uint64(q0)  # unsigned offsets: numba adds no negative-index fix-up, the loops vectorise
+    for k in range(nq):
+        d = dirichlet_rhs(np.float64(w[j, qu + np.uint64(k)]) + rhs0, lo, dlo, hi, dhi)
+        D[j, k] = _down_d(first, a, d, r, D[jp, k])
 
 
 @register_jitable
-def _reaction_row(v, C, D, j, p, nq, l0, bm, lo, dlo, hi, dhi, aux, has, cf, use_t, use_c):
-    """Row j's diagonals into ``C`` and right sides into ``D`` with the per-voxel reaction (layout.py)."""
-    vs, nt, nc, sr = aux
-    for q in range(nq):
-        cv = np.float64(v[j, p, q])
-        vv = vs[j, p, q] if has[0] else vs[0, 0, 0]
-        ntf = np.float64(nt[j, p, q] if has[1] else nt[0, 0, 0])
-        ncf = np.float64(nc[j, p, q] if has[2] else nc[0, 0, 0])
-        srv = np.float64(sr[j, p, q] if has[3] else sr[0, 0, 0])
-        diag, rhs = lod_reaction(cv, vv, ntf, ncf, srv, cf, use_t, use_c)
-        C[j, l0 + q] = bm + diag
-        D[j, l0 + q] = dirichlet_rhs(cv + rhs, lo, dlo, hi, dhi)
+def _fixed_up(D, j, nq, c):
+    for k in range(nq):
+        D[j, k] = _up(c, D[j, k], D[j + 1, k])
 
 
-@njit(parallel=True, cache=True)
-def _eliminate_reaction(v, A, C, D, a, bm, c, coef, dir_lo, dlo, dir_hi, dhi, aux, has):
-    """Segment elimination of the first (x) sweep's lines with per-voxel reaction terms: ``(A, C, D)``
-    each (n, P*Q); ``bm`` the rows' ``B0[m]``, ``aux`` (vessel, n_tumor, n_tcell, src) viewed like
-    ``v`` where ``has`` says so, else (1, 1, 1) zeros."""
-    n, np_, nq = v.shape
-    cf = _coef_tuple(coef)
-    ut, uc = has[1], has[2]
-    for p in prange(np_):
-        l0 = p * nq
-        for j in range(n):
-            lo, hi = j == 0 and dir_lo, j == n - 1 and dir_hi
-            # literal flags per call, so each compiled variant drops the divisions it need not do
-            if ut and uc:
-                _reaction_row(v, C, D, j, p, nq, l0, bm[j], lo, dlo, hi, dhi, aux, has, cf, True, True)
-            elif ut:
-                _reaction_row(v, C, D, j, p, nq, l0, bm[j], lo, dlo, hi, dhi, aux, has, cf, True, False)
-            elif uc:
-                _reaction_row(v, C, D, j, p, nq, l0, bm[j], lo, dlo, hi, dhi, aux, has, cf, False, True)
+@register_jitable
+def _fixed_block(w, q0, nq, D, a, r, cf, r0, rhs0, lo, dlo, hi, dhi):
+    """Segment elimination of the right sides of the lines ``w[:, q0:q0+nq]`` into ``D[:, :nq]`` with
+    the position-only factors of ``_fixed_factors``; ``rhs0`` is added to every right side (an x sweep's
+    empty-voxel source, 0 on the y and z sweeps); ``lo``/``hi``: the segment holds a Dirichlet end."""
+    n = w.shape[0]
+    for j in range(n):
+        _fixed_down(w, j, q0, nq, D, a[j], r[j], rhs0, j == 0 and lo, dlo, j == n - 1 and hi, dhi)
+    for j in range(n - 3, 0, -1):
+        _fixed_up(D, j, nq, cf[j])
+    if n >= 3:
+        for k in range(nq):
+            D[0, k] = _up(cf[0], D[0, k], D[1, k]) * r0
+
+
+@register_jitable
+def _sub_row(w, j, q0, nq, A, C, D, l0, x_first, x_last):
+    """Row ``j`` of the lines ``w[:, q0:q0+nq]`` (lines ``l0..``) from their solved ends, float32 store;
+    ``A``/``C`` are per line like ``D`` ([j, k]), or (n, 1) for position-only rows."""
+    qu, lu = np.uint64(q0), np.uint64(l0)
+    if A.shape[1] == 1:
+        a, c = A[j, 0], C[j, 0]
+        for k in range(nq):
+            l = lu + np.uint64(k)
+            w[j, qu + np.uint64(k)] = np.float32(_value(a, c, D[j, k], x_first[l], x_last[l]))
+    else:
+        for k in range(nq):
+            l = lu + np.uint64(k)
+            w[j, qu + np.uint64(k)] = np.float32(_value(A[j, k], C[j, k], D[j, k], x_first[l], x_last[l]))
+
+
+@register_jitable
+def _finish(w, q0, nq, A, C, D, l0, phase, ends, x_first, x_last):
+    """Phase 0: the block's reduced rows into ``ends[:, l0:l0+nq]``: D_0, D_{n-1} (2 rows) or, with
+    per-line ``A`` and ``C``, A_0, C_0, D_0, A_{n-1}, C_{n-1}, D_{n-1} (6 rows). Phase 1: its back
+    substitution."""
+    n = w.shape[0]
+    lu = np.uint64(l0)
+    if phase == 0:
+        wide = ends.shape[0] == 6
+        for k in range(nq):
+            l = lu + np.uint64(k)
+            if wide:
+                ends[0, l], ends[1, l], ends[2, l] = A[0, k], C[0, k], D[0, k]
+                ends[3, l], ends[4, l], ends[5, l] = A[n - 1, k], C[n - 1, k], D[n - 1, k]
             else:
-                _reaction_row(v, C, D, j, p, nq, l0, bm[j], lo, dlo, hi, dhi, aux, has, cf, False, False)
-        _eliminate_lines(a, c, A, C, D, l0, l0 + nq)
+                ends[0, l], ends[1, l] = D[0, k], D[n - 1, k]
+        return
+    qu = np.uint64(q0)
+    for k in range(nq):
+        w[0, qu + np.uint64(k)] = np.float32(x_first[lu + np.uint64(k)])
+    for j in range(1, n - 1):
+        _sub_row(w, j, q0, nq, A, C, D, l0, x_first, x_last)
+    for k in range(nq):
+        w[n - 1, qu + np.uint64(k)] = np.float32(x_last[lu + np.uint64(k)])
 
 
 @njit(parallel=True, cache=True)
-def _substitute_box(v, A, C, D, x_first, x_last):
-    """Back substitution into the box (float32 store); ``A``/``C`` are (n, P*Q) or, for position-only
-    rows, (n, 1)."""
-    n, np_, nq = v.shape
-    wide = A.shape[1] > 1
-    for p in prange(np_):
-        l0 = p * nq
-        for q in range(nq):
-            v[0, p, q] = np.float32(x_first[l0 + q])
-            v[n - 1, p, q] = np.float32(x_last[l0 + q])
-        for j in range(1, n - 1):
-            for q in range(nq):
-                k = l0 + q if wide else 0
-                v[j, p, q] = np.float32(_value(A[j, k], C[j, k], D[j, l0 + q], x_first[l0 + q], x_last[l0 + q]))
+def _fixed_sweep(c, axis, phase, ends, a, r, cf, r0, fa, fc, rhs0, lo, dlo, hi, dhi, x_first, x_last):
+    """A sweep along ``axis`` of the box ``c`` without per-voxel terms (``_finish`` says what each phase
+    does); ``a, r, cf, r0`` from ``_fixed_factors``, ``fa``/``fc`` the reduced form's (n, 1) A and C."""
+    nz, ny, nx = c.shape
+    if axis == 0:
+        w = c.reshape((nz, ny * nx))
+        nl = ny * nx
+        nch = (nl + ZCHUNK - 1) // ZCHUNK
+        for t in prange(nch):
+            q0 = t * ZCHUNK
+            nq = min(ZCHUNK, nl - q0)
+            td = np.empty((nz, ZCHUNK))
+            _fixed_block(w, q0, nq, td, a, r, cf, r0, rhs0, lo, dlo, hi, dhi)
+            _finish(w, q0, nq, fa, fc, td, q0, phase, ends, x_first, x_last)
+    elif axis == 1:
+        for z in prange(nz):
+            td = np.empty((ny, nx))
+            w = c[z]
+            _fixed_block(w, 0, nx, td, a, r, cf, r0, rhs0, lo, dlo, hi, dhi)
+            _finish(w, 0, nx, fa, fc, td, z * nx, phase, ends, x_first, x_last)
+    else:
+        for z in prange(nz):
+            bx = min(XBLOCK, ny)
+            tb = np.empty((nx, bx), np.float32)
+            td = np.empty((nx, bx))
+            p = c[z]
+            for y0 in range(0, ny, bx):
+                nb = min(bx, ny - y0)
+                _transpose(p, y0, tb, 0, nb, nx)
+                _fixed_block(tb, 0, nb, td, a, r, cf, r0, rhs0, lo, dlo, hi, dhi)
+                _finish(tb, 0, nb, fa, fc, td, z * ny + y0, phase, ends, x_first, x_last)
+                if phase == 1:
+                    _transpose(tb, 0, p, y0, nx, nb)
 
 
-_VIEW = ((0, 1, 2), (1, 0, 2), (2, 0, 1))  # per axis (z, y, x): the box's axes with the line axis first
+@register_jitable
+def _reaction_down(w, j, nq, aux, has, A, C, D, a, c, bm, lo, dlo, hi, dhi, cf, use_t, use_c):
+    """Downward pass of row ``j`` of the x sweep's lines ``w[:, :nq]`` into ``(A, C, D)[j, :nq]`` with the
+    per-voxel reaction (layout.py): the row's diagonal ``B0[m] + diag`` and right side ``c + rhs``.
+    ``aux`` = (vessel, n_tumor, n_tcell, src) indexed like ``w`` where ``has`` says so, else one-row
+    zero stand-ins (row 0)."""
+    vs, nt, nc, sr = aux
+    iv, it, ic, isr = (j if has[0] else 0), (j if has[1] else 0), (j if has[2] else 0), (j if has[3] else 0)
+    first, jp = j < 2, max(j - 1, 0)
+    for k in range(nq):
+        cv = np.float64(w[j, k])
+        diag, rhs = lod_reaction(cv, vs[iv, k], np.float64(nt[it, k]), np.float64(nc[ic, k]),
+                                 np.float64(sr[isr, k]), cf, use_t, use_c)
+        r = _pivot(first, a, bm + diag, C[jp, k])
+        A[j, k] = _down_a(first, a, r, A[jp, k])
+        D[j, k] = _down_d(first, a, dirichlet_rhs(cv + rhs, lo, dlo, hi, dhi), r, D[jp, k])
+        C[j, k] = c * r
+
+
+@njit(parallel=True, cache=True)
+def _reaction_sweep(c, phase, ends, a, bm, cc, coef, dir_lo, dlo, dir_hi, dhi, vessel, n_tumor, n_tcell, src,
+                    flags, x_first, x_last):
+    """The first (x) sweep of the box ``c`` with per-voxel reaction terms (``_finish`` says what each
+    phase does); ``a``, ``bm`` (= ``B0[m]``), ``cc``: the rows' position-only coefficients; ``vessel``
+    ... ``src`` as ``lod_step``'s, cut to the box where their ``flags`` bit is set."""
+    nz, ny, nx = c.shape
+    cf = _coef_tuple(coef)
+    has = _flags(c, vessel, n_tumor, n_tcell, src, flags)
+    ut, uc = has[1], has[2]
+    counts = (vessel, n_tumor, n_tcell)
+    z8 = np.zeros((1, max(nx, ny)), np.uint8)  # stand-ins for absent per-voxel arrays: row 0
+    z32 = np.zeros((1, max(nx, ny)), np.float32)
+    for z in prange(nz):
+        bx = min(XBLOCK, ny)
+        tb = np.empty((nx, bx), np.float32)
+        tcounts = (np.zeros((nx, bx) if has[0] else (1, 1), np.uint8),
+                   np.zeros((nx, bx) if has[1] else (1, 1), np.uint8),
+                   np.zeros((nx, bx) if has[2] else (1, 1), np.uint8))
+        ts = np.zeros((nx, bx) if has[3] else (1, 1), np.float32)
+        aux = (tcounts[0] if has[0] else z8, tcounts[1] if has[1] else z8, tcounts[2] if has[2] else z8,
+               ts if has[3] else z32)
+        ta, tc, td = np.empty((nx, bx)), np.empty((nx, bx)), np.empty((nx, bx))
+        p = c[z]
+        for y0 in range(0, ny, bx):
+            nb = min(bx, ny - y0)
+            _transpose(p, y0, tb, 0, nb, nx)
+            for k in range(3):
+                if has[k]:
+                    _transpose(counts[k][z], y0, tcounts[k], 0, nb, nx)
+            if has[3]:
+                _transpose(src[z], y0, ts, 0, nb, nx)
+            for j in range(nx):
+                lo, hi = j == 0 and dir_lo, j == nx - 1 and dir_hi
+                # literal flags per call, so each compiled variant drops the divisions it need not do
+                if ut and uc:
+                    _reaction_down(tb, j, nb, aux, has, ta, tc, td, a[j], cc[j], bm[j], lo, dlo, hi, dhi, cf, True,
+                                   True)
+                elif ut:
+                    _reaction_down(tb, j, nb, aux, has, ta, tc, td, a[j], cc[j], bm[j], lo, dlo, hi, dhi, cf, True,
+                                   False)
+                elif uc:
+                    _reaction_down(tb, j, nb, aux, has, ta, tc, td, a[j], cc[j], bm[j], lo, dlo, hi, dhi, cf, False,
+                                   True)
+                else:
+                    _reaction_down(tb, j, nb, aux, has, ta, tc, td, a[j], cc[j], bm[j], lo, dlo, hi, dhi, cf, False,
+                                   False)
+            _up_lines(ta, tc, td, 0, nb)
+            _finish(tb, 0, nb, ta, tc, td, z * ny + y0, phase, ends, x_first, x_last)
+            if phase == 1:
+                _transpose(tb, 0, p, y0, nx, nb)
+
+
+_NONE, _NONE2 = np.zeros(1), np.zeros((1, 1))  # the phase that does not read x_first/x_last (ends)
 
 
 def _chunk(n_lines: int, p: int, k: int) -> tuple:
@@ -347,7 +477,7 @@ class PartitionedLOD:
             self.members.append(ranks)
         self.me = coords
         self.bytes_sent = 0  # by the exchanges of reduced rows and ends, for the message-volume report
-        self._scratch = {}
+        self._rows_cache = {}
 
     def step(self, c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags) -> None:
         """One LOD field step in place on the box ``c`` (float32 (nz, ny, nx)); operands as ``lod_step``,
@@ -369,59 +499,63 @@ class PartitionedLOD:
     def sweep(self, c, axis, coef, bc_type, bc_value, reaction=None) -> None:
         """One partitioned sweep along ``axis`` (0 z, 1 y, 2 x) in place on the box ``c``; ``reaction``:
         the first sweep's ``(vessel, n_tumor, n_tcell, src, flags)``, None for pure diffusion."""
-        n_line = self.decomp.shape[axis]
-        runs = self.decomp.runs[axis]
-        lengths = [m for _, m in runs]
-        off, n = runs[self.me[axis]]
-        dir_lo, dlo = _face(bc_type, bc_value, _coef_tuple(coef), 2 * axis)
-        dir_hi, dhi = _face(bc_type, bc_value, _coef_tuple(coef), 2 * axis + 1)
-        v = c.transpose(_VIEW[axis])
-        n_lines = v.shape[1] * v.shape[2]
-        diag0, rhs0 = lod_reaction(0.0, 0, 0.0, 0.0, 0.0, _coef_tuple(coef), False, False) if reaction else (0.0, 0.0)
-        D = self._buffer("D", (n, n_lines))
-        lo, hi = off == 0 and dir_lo, off + n == n_line and dir_hi  # my segment holds a Dirichlet end
+        rows = self._rows(axis, coef, bc_type, bc_value, reaction is not None)
+        n_lines = self.box.n_voxels // self.box.shape[axis]
+        lo, dlo, hi, dhi = rows["lo"], rows["dlo"], rows["hi"], rows["dhi"]
         if reaction is not None and reaction[4] != 0:
-            A, C = self._buffer("A", (n, n_lines)), self._buffer("C", (n, n_lines))
-            has, aux = self._aux(reaction, axis)
-            a, bm, cc = _segment_rows(n_line, off, n, coef, dir_lo, dir_hi, 0.0)  # the reaction's diagonal per voxel
-            _eliminate_reaction(v, A, C, D, a, bm, cc, coef, lo, dlo, hi, dhi, aux, has)
-            mine = np.stack((A[0], C[0], D[0], A[n - 1], C[n - 1], D[n - 1]))
-            rows = self._to_solvers(axis, mine, n_lines)
+            def kernel(phase, ends, x_first, x_last):
+                _reaction_sweep(c, phase, ends, rows["a"], rows["bm"], rows["c"], coef, lo, dlo, hi, dhi, *reaction,
+                                x_first, x_last)
+            mine = np.empty((6, n_lines))
+            kernel(0, mine, _NONE, _NONE)
+            got = self._to_solvers(axis, mine, n_lines)
         else:
-            # every rank's segment rows depend only on the position: each rank computes all of them
-            segment = [_segment_rows(n_line, o, m, coef, dir_lo, dir_hi, diag0) for o, m in runs]
-            factors = [_fixed_factors(*rows) for rows in segment]
-            r, cf, fa, fc, r0 = factors[self.me[axis]]
-            _eliminate_fixed(v, D, segment[self.me[axis]][0], r, cf, r0, rhs0, lo, dlo, hi, dhi)
-            got = self._to_solvers(axis, np.stack((D[0], D[n - 1])), n_lines)
-            rows = []
-            for (_, _, fa_q, fc_q, _), g in zip(factors, got):
-                row = np.empty((6, g.shape[1]))
-                row[0], row[1], row[2] = fa_q[0], fc_q[0], g[0]
-                row[3], row[4], row[5] = fa_q[-1], fc_q[-1], g[1]
-                rows.append(row)
-            A, C = fa.reshape((n, 1)), fc.reshape((n, 1))
-        ends = segment_ends(lengths, reduced_solve(*reduced_system(lengths, rows)))
+            r, cf, fa, fc, r0 = rows["factors"]
+
+            def kernel(phase, ends, x_first, x_last):
+                _fixed_sweep(c, axis, phase, ends, rows["a"], r, cf, r0, fa, fc, rows["rhs0"], lo, dlo, hi, dhi,
+                             x_first, x_last)
+            mine = np.empty((2, n_lines))
+            kernel(0, mine, _NONE, _NONE)
+            got = []
+            for ends, d in zip(rows["ends"], self._to_solvers(axis, mine, n_lines)):
+                row = np.empty((6, d.shape[1]))  # the ends' A and C are the same on every line
+                row[0], row[1], row[3], row[4] = ends[0], ends[1], ends[2], ends[3]
+                row[2], row[5] = d[0], d[1]
+                got.append(row)
+        lengths = rows["lengths"]
+        ends = segment_ends(lengths, reduced_solve(*reduced_system(lengths, got)))
         x_first, x_last = self._from_solvers(axis, ends, n_lines)
-        _substitute_box(v, A, C, D, x_first, x_last)
+        kernel(1, _NONE2, x_first, x_last)
 
-    def _buffer(self, key, shape):
-        """Float64 scratch kept between sweeps (one per kind and shape)."""
-        if self._scratch.get((key, shape)) is None:
-            self._scratch[key, shape] = np.empty(shape)
-        return self._scratch[key, shape]
-
-    def _aux(self, reaction, axis):
-        """(has, per-voxel arrays viewed like the box) of the first sweep's operands."""
-        flags = int(reaction[4])
-        bits = (L.HAS_VESSEL, L.HAS_TUMOR, L.HAS_TCELL, L.HAS_SRC)
-        has = tuple(bool(flags & b) for b in bits)
-        aux = tuple(a.transpose(_VIEW[axis]) if h else np.zeros((1, 1, 1), a.dtype)
-                    for a, h in zip(reaction[:4], has))
-        for a, h in zip(reaction[:4], has):
-            if h and a.shape != self.box.shape:
-                raise ValueError(f"a per-voxel array of shape {a.shape} on a rank whose box is {self.box.shape}")
-        return has, aux
+    def _rows(self, axis, coef, bc_type, bc_value, first) -> dict:
+        """The position-only parts of a sweep along ``axis`` (kept while the coefficients and faces
+        stay): this rank's segment rows, and for sweeps without per-voxel terms every segment's
+        factors and reduced-form ends (each rank computes them all: nothing about them travels)."""
+        key = (axis, first, coef.tobytes(), bc_type.tobytes(), bc_value.tobytes())
+        if key in self._rows_cache:
+            return self._rows_cache[key]
+        cf = _coef_tuple(coef)
+        n_line, runs = self.decomp.shape[axis], self.decomp.runs[axis]
+        off, n = runs[self.me[axis]]
+        dir_lo, dlo = _face(bc_type, bc_value, cf, 2 * axis)
+        dir_hi, dhi = _face(bc_type, bc_value, cf, 2 * axis + 1)
+        # an x sweep's empty-voxel diagonal and source (layout.py), on lines without per-voxel arrays
+        diag0, rhs0 = lod_reaction(0.0, 0, 0.0, 0.0, 0.0, cf, False, False) if first else (0.0, 0.0)
+        a, bm, c = _segment_rows(n_line, off, n, coef, dir_lo, dir_hi, 0.0)
+        ends, factors = [], None
+        for q, (o, m) in enumerate(runs):
+            f = _fixed_factors(*_segment_rows(n_line, o, m, coef, dir_lo, dir_hi, diag0))
+            ends.append((f[2][0], f[3][0], f[2][-1], f[3][-1]))
+            if q == self.me[axis]:
+                factors = (f[0], f[1], f[2].reshape((n, 1)), f[3].reshape((n, 1)), f[4])
+        rows = {"a": a, "bm": bm, "c": c, "lo": bool(off == 0 and dir_lo), "dlo": float(dlo),
+                "hi": bool(off + n == n_line and dir_hi), "dhi": float(dhi), "rhs0": float(rhs0),
+                "lengths": [m for _, m in runs], "factors": factors, "ends": ends}
+        if len(self._rows_cache) > 16:  # serum events change the coefficients: keep the recent ones
+            self._rows_cache.clear()
+        self._rows_cache[key] = rows
+        return rows
 
     def _to_solvers(self, axis, mine, n_lines):
         """Each rank on the line gets the reduced rows (k, Lc) of its chunk of lines from every rank on
