@@ -35,7 +35,8 @@ on axis a of n_a voxels (axes with p_a = 1 send nothing)::
 where N / n_a is the number of lines on the axis, ``k_a = 2`` doubles of reduced rows per line to its
 solver (``k_x = 6``, i.e. A, C and D of both rows, for the x sweep when reaction arrays are read) and
 2 doubles of solved ends per line back. The bitwise mode moves ``8 N (1 - 1/P)`` bytes per LOD step
-(the whole field, twice); the ratio is about ``n_a / (4 (p_a - 1))`` per cut axis, 8x at 64³ on 2 ranks.
+(the whole field, twice, on P ranks): with one cut axis the ratio is ``n_a (1 - 1/P) / (4 (p_a - 1))``,
+8x for 64-voxel lines on 2 ranks, and it grows with the line length.
 
 Why not bitwise: the elimination order differs from the single line's Thomas recurrence (and the
 single-process kernel rounds its forward values to float32 before the back substitution, this one
