@@ -231,7 +231,7 @@ def solve_split(arow, crow, b, d, lengths):
     return np.concatenate([substitute(A, C, D, e[0], e[1]) for (A, C, D), e in zip(parts, ends)])
 
 
-# -- the sweep kernels on a rank's box: ``v`` is the box viewed (n, P, Q) with the line axis first -----
+# -- the sweep kernels on a rank's box -------------------------------------------------------------------
 @njit(cache=True)
 def _segment_rows(n_line, off, n, coef, dir_lo, dir_hi, diag0):
     """``(a, b, c)`` (each (n,) float64) of the segment ``off..off+n-1`` of an ``n_line``-long line with
