@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         worker(args.worker[0], args.worker[1], int(args.worker[2]), args.steps, args.worker[3])
         return 0
     rows = []
+    load = [os.getloadavg()[0]]  # the wall column is only as good as the machine was quiet
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,11 +104,14 @@ def main(argv=None) -> int:
                 want = fields["lod", "bitwise", r["ranks"]].astype(np.float64)
                 got = fields["lod", "partitioned", r["ranks"]]
                 r["max_rel_diff_vs_bitwise"] = float(np.abs(got - want).max() / np.abs(want).max())
+    load.append(os.getloadavg()[0])
     cores = os.cpu_count()
     n3 = args.size ** 3
     md = [f"# Fields across MPI ranks ({platform_name()}, {common.utc_now()})", "",
           f"{args.size}³ Mg with vessels, one thread per rank, {cores} cores (ranks beyond them are oversubscribed), "
-          f"{args.steps} timed 1-min steps after one warm-up. Bytes: sent per step, summed over ranks; "
+          f"{args.steps} timed 1-min steps after one warm-up; 1-min load average {load[0]:.1f} before, "
+          f"{load[1]:.1f} after (other work on the machine stretches the wall column). Bytes: sent per step, summed "
+          "over ranks; "
           "'sent ÷ field': transposes or reduced rows per step in units of the field's size (4 B × voxels); "
           "'vs bitwise': the partitioned field after the run against the bitwise one, max |a - b| / max |b|.", "",
           "| solver | ranks | process grid | n_sub | wall s / step | halo MB / step | transpose MB / step | "
@@ -129,7 +133,8 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"mpi_fields_cpu_{common.utc_now()[:10]}"
     (out_dir / f"{stem}.json").write_text(json.dumps({"date_utc": common.utc_now(), "git": common.git_provenance(),
-                                                      "size": args.size, "rows": rows}, indent=1))
+                                                      "size": args.size, "load_average_1min": load, "rows": rows},
+                                                     indent=1))
     (out_dir / f"{stem}.md").write_text(text)
     print(text)
     return 0
