@@ -74,9 +74,9 @@ class DistributedFields:
             self._inner.apply_holds(sim, name)
 
     def _bytes(self) -> int:
-        """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes."""
+        """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes, reduced rows."""
         b = self.box
-        return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes)
+        return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes + b.partitioned_bytes)
 
 
 def _follow(comm, box: BoxFieldRun, cells) -> None:
