@@ -350,7 +350,7 @@ def _crossings(cfg_path, ranks_zyx) -> dict:
 @needs_mpi[0]
 @needs_mpi[1]
 @pytest.mark.parametrize("n, ranks", [(2, [2, 1, 1]), pytest.param(3, None, marks=_SLOW), (4, [2, 2, 1]),
-                                     pytest.param(4, [1, 2, 2], marks=_SLOW), (4, [4, 1, 1])])
+                                     pytest.param(4, [1, 2, 2], marks=_SLOW), pytest.param(4, [4, 1, 1], marks=_SLOW)])
 def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy, n, ranks):
     """Fields, lattice, T-cell snapshots, tracks, events, timeseries and checkpoints: every byte equal."""
     cfg, one = busy
@@ -380,6 +380,7 @@ def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy,
 
 @needs_mpi[0]
 @needs_mpi[1]
+@pytest.mark.slow
 def test_a_region_narrower_than_the_rules_reach_is_caught(tmp_path, busy, monkeypatch):
     """With one voxel of region around each box instead of CELL_GHOST the 4-rank store differs: the
     bitwise comparison above can fail."""
