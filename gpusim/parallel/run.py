@@ -188,6 +188,8 @@ def resume_cli(args, comm, console, planned_minutes) -> int:
 
     root = open_store(args.store, mode="r")
     cfg = Config.from_json(root.attrs["gpusim"]["config"], source=f"{args.store} (stored config)")
+    if args.backend is not None:  # --backend of the resume command, checked like the config's
+        cfg = cfg.with_overrides({"backend": args.backend})
     if _refuse(cfg, comm, console):
         return 2
 
