@@ -4,6 +4,7 @@ in one corner, and the measured inputs of the weak-scaling projection in docs/sc
 benchmarks/results/mpi_run_cpu_<date>.{json,md}.
 
     python benchmarks/bench_mpi_run.py                    # 64³ baseline, ranks 1 2 4, 12 steps each
+    python benchmarks/bench_mpi_run.py --project-only benchmarks/results/mpi_run_cpu_<date>.json
 
 What the numbers are: this version keeps the whole state on rank 0 and sends every rank its part each
 step (MODEL.md 'Parallel runs'), so on one machine the wall time *rises* with the rank count: the
@@ -200,14 +201,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--minutes", type=int, default=12)
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--project-only", metavar="JSON",
+                    help="redo only the projection, from the runs and crossings measured in this results JSON")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = scaling(tmp, args.ranks, args.minutes, args.size)
-        bal = corner(tmp, args.minutes, args.size)
-    cross = crossings(size=args.size)
+    if args.project_only:
+        old = json.loads(Path(args.project_only).read_text())
+        rows, bal, cross = old["scaling"], old["corner"], old["crossings"]
+        args.size, args.minutes, date = old["size"], old["minutes"], old["date_utc"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = scaling(tmp, args.ranks, args.minutes, args.size)
+            bal = corner(tmp, args.minutes, args.size)
+        cross = crossings(size=args.size)
+        date = common.utc_now()
     proj = project(cross["p_axis_change_per_step"])
     designs = {name: project(cross["p_axis_change_per_step"], d) for name, d in DESIGNS.items()}
-    date = common.utc_now()
     md = [f"# Whole runs across MPI ranks ({common._cpu_model()}, {os.cpu_count()} cores, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
