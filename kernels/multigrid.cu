@@ -124,8 +124,9 @@ extern "C" __global__ void mg_rates(const double* __restrict__ u, const double* 
     b[i] = ss + face_rhs(z, y, x, nz, ny, nx, bct);
 }
 
-// one colour of a red-black Gauss-Seidel sweep: thread t updates the t-th voxel of that colour in
-// C order of (line, x/2); red = (z + y + x) even
+// one colour of a red-black Gauss-Seidel sweep: thread t updates the t-th voxel with (z + y + x + colour)
+// even in C order of (line, x/2); red = colour 0 on the whole grid. A box of a distributed level passes
+// (colour + parity) & 1, parity = (z + y + x) & 1 of its first element in the whole grid (mg_cuda.smooth)
 extern "C" __global__ void mg_smooth_colour(double* __restrict__ u, const double* __restrict__ b,
                                             const double* __restrict__ k, double rz, double ry, double rx,
                                             int dmask, int colour, int nz, int ny, int nx) {

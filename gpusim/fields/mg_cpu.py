@@ -243,26 +243,33 @@ def rates(u, coef, bct, vessel, n_tumor, n_tcell, src, flags, newton, k, b):
 
 
 @numba.njit(parallel=True, cache=True)
-def _smooth(u, b, k, rz, ry, rx, dmask, sweeps):
+def _smooth_colour(u, b, k, rz, ry, rx, dmask, colour):
     nz, ny, nx = u.shape
-    for _ in range(sweeps):
-        for colour in range(2):
-            for line in prange(nz * ny):
-                z = line // ny
-                y = line - z * ny
-                for x in range((z + y + colour) & 1, nx, 2):
-                    off, w = stencil(u, z, y, x, rz, ry, rx, dmask)
-                    u[z, y, x] = (b[z, y, x] + off) / (k[z, y, x] + w)
+    for line in prange(nz * ny):
+        z = line // ny
+        y = line - z * ny
+        for x in range((z + y + colour) & 1, nx, 2):
+            off, w = stencil(u, z, y, x, rz, ry, rx, dmask)
+            u[z, y, x] = (b[z, y, x] + off) / (k[z, y, x] + w)
 
 
-def smooth(u, b, k, rz, ry, rx, dmask, sweeps):
+def smooth(u, b, k, rz, ry, rx, dmask, sweeps, parity=0, exchange=None):
     """``sweeps`` red-black Gauss-Seidel sweeps, red ((z+y+x) even) first.
+
+    ``parity``: (z+y+x) & 1 of the array's first element in the whole grid, so that a box of a
+    distributed level (``gpusim.parallel.steady``) colours its voxels as the whole grid does (0: the
+    array is the whole grid). ``exchange``: called as ``exchange(u, colour)`` before each colour's
+    half-sweep (0 red, 1 black: the distributed solve's ghost exchange; None on one process).
 
     Below the 32 B/voxel floor (128^3, one thread: ~8 ms a sweep, ~8 GB/s of 27): each colour reads
     every cache line for half the voxels, and a float64 division per voxel bounds the rest.
     """
     with _threads_for(u.size):
-        _smooth(u, b, k, rz, ry, rx, np.int64(dmask), np.int64(sweeps))
+        for _ in range(int(sweeps)):
+            for colour in (0, 1):
+                if exchange is not None:
+                    exchange(u, colour)
+                _smooth_colour(u, b, k, rz, ry, rx, np.int64(dmask), np.int64((colour + parity) & 1))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -370,12 +377,20 @@ def coarse_solve(u, b, k, rz, ry, rx, dmask):
     _coarse_solve(u, b, k, rz, ry, rx, np.int64(dmask))
 
 
+def _bounds(shape, inner):
+    """(z0, z1, y0, y1, x0, x1) of ``inner`` (slices with explicit ends; None: the whole array)."""
+    if inner is None:
+        return tuple(np.int64(v) for n in shape for v in (0, n))
+    return tuple(np.int64(v) for sl in inner for v in (sl.start, sl.stop))
+
+
 @numba.njit(parallel=True, cache=True)
-def _clamp_change(u, u_prev, part):
+def _clamp_change(u, u_prev, part, z0, z1, y0, y1, x0, x1):
     nz, ny, nx = u.shape
     for line in prange(nz * ny):
         z = line // ny
         y = line - z * ny
+        inside = z0 <= z < z1 and y0 <= y < y1
         dm = 0.0
         um = 0.0
         for x in range(nx):
@@ -383,48 +398,52 @@ def _clamp_change(u, u_prev, part):
             if v < 0.0:
                 v = 0.0
             u[z, y, x] = v
-            dm = max_nan(dm, abs(v - u_prev[z, y, x]))
-            um = max_nan(um, v)
+            if inside and x0 <= x < x1:
+                dm = max_nan(dm, abs(v - u_prev[z, y, x]))
+                um = max_nan(um, v)
             u_prev[z, y, x] = v
         part[line, 0] = dm
         part[line, 1] = um
     return max_of_parts(part)
 
 
-def clamp_change(u, u_prev):
+def clamp_change(u, u_prev, inner=None):
     """Project ``u`` onto u >= 0, return (max|u - u_prev|, max u), then ``u_prev = u``.
 
-    Maxima are exact, so their order does not matter.
+    ``inner``: slices of the voxels the maxima are taken over (a distributed level's own voxels, not
+    its ghosts); None: all. Maxima are exact, so their order does not matter.
     """
     nz, ny, _ = u.shape
     with _threads_for(u.size):
-        dm, um = _clamp_change(u, u_prev, np.empty((nz * ny, 2)))
+        dm, um = _clamp_change(u, u_prev, np.empty((nz * ny, 2)), *_bounds(u.shape, inner))
     return float(dm), float(um)
 
 
 @numba.njit(parallel=True, cache=True)
-def _residual_max(u, b, k, rz, ry, rx, dmask, part):
+def _residual_max(u, b, k, rz, ry, rx, dmask, part, z0, z1, y0, y1, x0, x1):
     nz, ny, nx = u.shape
     for line in prange(nz * ny):
         z = line // ny
         y = line - z * ny
         rm = 0.0
         bm = 0.0
-        for x in range(nx):
-            off, w = stencil(u, z, y, x, rz, ry, rx, dmask)
-            r = (b[z, y, x] + off) - (k[z, y, x] + w) * u[z, y, x]
-            rm = max_nan(rm, abs(r))
-            bm = max_nan(bm, abs(b[z, y, x]))
+        if z0 <= z < z1 and y0 <= y < y1:
+            for x in range(x0, x1):
+                off, w = stencil(u, z, y, x, rz, ry, rx, dmask)
+                r = (b[z, y, x] + off) - (k[z, y, x] + w) * u[z, y, x]
+                rm = max_nan(rm, abs(r))
+                bm = max_nan(bm, abs(b[z, y, x]))
         part[line, 0] = rm
         part[line, 1] = bm
     return max_of_parts(part)
 
 
-def residual_max(u, b, k, rz, ry, rx, dmask):
-    """(max|b - A u|, max|b|)."""
+def residual_max(u, b, k, rz, ry, rx, dmask, inner=None):
+    """(max|b - A u|, max|b|) over ``inner`` (slices; None: the whole array)."""
     nz, ny, _ = u.shape
     with _threads_for(u.size):
-        rm, bm = _residual_max(u, b, k, rz, ry, rx, np.int64(dmask), np.empty((nz * ny, 2)))
+        rm, bm = _residual_max(u, b, k, rz, ry, rx, np.int64(dmask), np.empty((nz * ny, 2)),
+                               *_bounds(u.shape, inner))
     return float(rm), float(bm)
 
 

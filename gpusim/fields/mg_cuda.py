@@ -69,15 +69,18 @@ def rates(u, coef, bct, vessel, n_tumor, n_tcell, src, flags, newton, k, b):
     _launch("mg_rates", u.size, args)
 
 
-def smooth(u, b, k, rz, ry, rx, dmask, sweeps):
-    """See :func:`gpusim.fields.mg_cpu.smooth`: one launch per colour, red first."""
+def smooth(u, b, k, rz, ry, rx, dmask, sweeps, parity=0, exchange=None):
+    """See :func:`gpusim.fields.mg_cpu.smooth`: one launch per colour, red first; the kernel's
+    ``colour`` carries the box's ``parity`` (it updates the voxels with (z+y+x+colour) even)."""
     nz, ny, nx = _dims(u)
     n = int(nz) * int(ny) * ((int(nx) + 1) // 2)
     for _ in range(int(sweeps)):
         for colour in (0, 1):
+            if exchange is not None:
+                exchange(u, colour)
             args = (
                 u, b, k, np.float64(rz), np.float64(ry), np.float64(rx), np.int32(dmask),
-                np.int32(colour), nz, ny, nx,
+                np.int32((colour + parity) & 1), nz, ny, nx,
             )
             _launch("mg_smooth_colour", n, args)
 
@@ -103,24 +106,26 @@ def coarse_solve(u, b, k, rz, ry, rx, dmask):
     _kernel("mg_coarse_solve")((1,), (1,), args)
 
 
-def clamp_change(u, u_prev):
-    """See :func:`gpusim.fields.mg_cpu.clamp_change`."""
+def clamp_change(u, u_prev, inner=None):
+    """See :func:`gpusim.fields.mg_cpu.clamp_change` (the whole array projected, maxima over ``inner``)."""
     import cupy
 
     d = cupy.empty_like(u)
     _launch("mg_clamp_change", u.size, (u, u_prev, d, np.int64(u.size)))
-    dm, um = cupy.stack([d.max(), u.max()]).get().tolist()
+    sl = (slice(None),) * 3 if inner is None else tuple(inner)
+    dm, um = cupy.stack([d[sl].max(), u[sl].max()]).get().tolist()
     return float(dm), float(um)
 
 
-def residual_max(u, b, k, rz, ry, rx, dmask):
+def residual_max(u, b, k, rz, ry, rx, dmask, inner=None):
     """See :func:`gpusim.fields.mg_cpu.residual_max`."""
     import cupy
 
     r = cupy.empty_like(u)
     args = (u, b, k, np.float64(rz), np.float64(ry), np.float64(rx), np.int32(dmask), r, *_dims(u))
     _launch("mg_residual_abs", u.size, args)
-    rm, bm = cupy.stack([r.max(), cupy.abs(b).max()]).get().tolist()
+    sl = (slice(None),) * 3 if inner is None else tuple(inner)
+    rm, bm = cupy.stack([r[sl].max(), cupy.abs(b[sl]).max()]).get().tolist()
     return float(rm), float(bm)
 
 

@@ -154,6 +154,12 @@ class _Level:
         self.k = xp.zeros(shape, xp.float64)
         self.children = ()  # (cz, cy, cx, vol) from the finer level, set on coarse levels
         self.prolong = ()  # (pz, wz, py, wy, px, wx) to the finer level
+        # a box of a distributed level (gpusim.parallel.steady): the red-black parity of the array's
+        # first element, the ghost exchange (None on one process) and what replaces the restriction,
+        # coarser cycle and prolongation below this level (None: those three here)
+        self.parity = 0
+        self.exchange = None
+        self.handoff = None
 
 
 def _build_levels(xp, shape, rd, dmask):
@@ -210,6 +216,60 @@ def _has_source(xp, coef, bc_type, bc_value, vessel, n_tumor, src, flags) -> boo
     return bool((flags & L.HAS_SRC) and bool(xp.any(src)))
 
 
+def _faces(coef, bc_type, bc_value):
+    """(dmask, bct): the Dirichlet faces as bits 0..5 and their right-side terms (RD+RD)*bc."""
+    rd = float(coef[L.RD])
+    dmask = 0
+    bct = np.zeros(6, np.float64)
+    for f in range(6):
+        if int(bc_type[f]) == L.BC_DIRICHLET:
+            dmask |= 1 << f
+            bct[f] = (rd + rd) * float(bc_value[f])
+    return dmask, bct
+
+
+def vcycle(xp_kernels, levels, i, dmask):
+    """One V(PRE_SWEEPS, POST_SWEEPS) cycle from level ``i`` down: the correction is added to
+    ``levels[i].u``. A level with ``handoff`` (a distributed level above the gathered ones) hands
+    the restriction, the coarser cycle and the prolongation to it."""
+    lv = levels[i]
+    if lv.handoff is None and i == len(levels) - 1:
+        xp_kernels.coarse_solve(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask)
+        return
+    xp_kernels.smooth(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, PRE_SWEEPS, lv.parity, lv.exchange)
+    if lv.handoff is not None:
+        lv.handoff(i)
+    else:
+        nxt = levels[i + 1]
+        if lv.exchange is not None:  # the residuals read the neighbours' last half-sweep
+            lv.exchange(lv.u)
+        xp_kernels.restrict(
+            lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, nxt.b, nxt.k, *nxt.children
+        )
+        nxt.u.fill(0.0)
+        vcycle(xp_kernels, levels, i + 1, dmask)
+        if nxt.exchange is not None:  # the prolongation reads coarse cells across the cut
+            nxt.exchange(nxt.u)
+        xp_kernels.prolong_add(nxt.u, lv.u, *nxt.prolong)
+    xp_kernels.smooth(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, POST_SWEEPS, lv.parity, lv.exchange)
+
+
+class OneProcess:
+    """The whole grid in one array: what :func:`solve` asks of a grid, done locally (the distributed
+    twin is ``gpusim.parallel.steady``)."""
+
+    inner = None  # the array's own voxels (all of them)
+
+    def any(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def max(self, values):
+        return tuple(float(v) for v in values)
+
+    def levels(self, xp, shape, rd, dmask):
+        return _build_levels(xp, shape, rd, dmask)
+
+
 def steady_solve(
     xp_kernels, c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags, *, tol=1e-6,
     max_cycles=200,
@@ -224,46 +284,37 @@ def steady_solve(
     last iterate) when ``max_cycles`` do not suffice, and leaves ``c`` untouched if the iterate stops
     being finite.
     """
+    return solve(xp_kernels, c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags,
+                 tol=tol, max_cycles=max_cycles, grid=OneProcess())
+
+
+def solve(
+    xp_kernels, c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags, *, tol, max_cycles,
+    grid,
+) -> SteadyInfo:
+    """:func:`steady_solve` on the part of the grid ``grid`` says ``c`` and the per-voxel arrays are
+    (:class:`OneProcess`: all of it). ``grid.levels`` builds the levels, ``grid.inner`` names the
+    array's own voxels, ``grid.any`` and ``grid.max`` combine the parts' decisions and maxima (exact:
+    the same on every part, the same as one process)."""
     xp = xp_kernels.xp
     coef = np.asarray(coef, np.float64)
     bc_type = np.asarray(bc_type)
     flags = int(flags)
-    if not _has_sink(xp, coef, bc_type, vessel, n_tumor, n_tcell, flags):
+    if not grid.any(_has_sink(xp, coef, bc_type, vessel, n_tumor, n_tcell, flags)):
         raise SteadyStateUndefined(_undefined_message(coef, flags))
     if c.ndim != 3:
         raise ValueError(f"steady_solve needs a (z, y, x) field, got shape {c.shape}")
-    if not _has_source(xp, coef, bc_type, bc_value, vessel, n_tumor, src, flags):
+    if not grid.any(_has_source(xp, coef, bc_type, bc_value, vessel, n_tumor, src, flags)):
         c.fill(0.0)
         return SteadyInfo(0, 0, 0.0, True)
 
-    rd = float(coef[L.RD])
-    dmask = 0
-    bct = np.zeros(6, np.float64)
-    for f in range(6):
-        if int(bc_type[f]) == L.BC_DIRICHLET:
-            dmask |= 1 << f
-            bct[f] = (rd + rd) * float(bc_value[f])
-    levels = _build_levels(xp, c.shape, rd, dmask)
+    dmask, bct = _faces(coef, bc_type, bc_value)
+    levels = grid.levels(xp, c.shape, float(coef[L.RD]), dmask)
     coef_k = xp.asarray(coef)
     bct_k = xp.asarray(bct)
     fine = levels[0]
     xp_kernels.load(c, fine.u)
     u_prev = xp.array(fine.u)
-
-    def vcycle(i):
-        lv = levels[i]
-        if i == len(levels) - 1:
-            xp_kernels.coarse_solve(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask)
-            return
-        xp_kernels.smooth(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, PRE_SWEEPS)
-        nxt = levels[i + 1]
-        xp_kernels.restrict(
-            lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, nxt.b, nxt.k, *nxt.children
-        )
-        nxt.u.fill(0.0)
-        vcycle(i + 1)
-        xp_kernels.prolong_add(nxt.u, lv.u, *nxt.prolong)
-        xp_kernels.smooth(lv.u, lv.b, lv.k, lv.rz, lv.ry, lv.rx, dmask, POST_SWEEPS)
 
     converged = False
     cycles = 0
@@ -271,9 +322,9 @@ def steady_solve(
         xp_kernels.rates(
             fine.u, coef_k, bct_k, vessel, n_tumor, n_tcell, src, flags, True, fine.k, fine.b
         )
-        vcycle(0)
+        vcycle(xp_kernels, levels, 0, dmask)
         cycles += 1
-        change, scale = xp_kernels.clamp_change(fine.u, u_prev)
+        change, scale = grid.max(xp_kernels.clamp_change(fine.u, u_prev, grid.inner))
         if not (math.isfinite(change) and math.isfinite(scale)):
             return SteadyInfo(cycles, cycles, math.nan, False)
         if change <= tol * scale:
@@ -286,7 +337,9 @@ def steady_solve(
     xp_kernels.rates(
         fine.u, coef_k, bct_k, vessel, n_tumor, n_tcell, src, flags, False, fine.k, fine.b
     )
-    rmax, bmax = xp_kernels.residual_max(
-        fine.u, fine.b, fine.k, fine.rz, fine.ry, fine.rx, dmask
-    )
+    if fine.exchange is not None:
+        fine.exchange(fine.u)
+    rmax, bmax = grid.max(xp_kernels.residual_max(
+        fine.u, fine.b, fine.k, fine.rz, fine.ry, fine.rx, dmask, grid.inner
+    ))
     return SteadyInfo(cycles, cycles, rmax / bmax if bmax > 0.0 else rmax, converged)
