@@ -53,16 +53,24 @@ class FieldUpdate:
             src = state.sources[name]
         return flags, vessel, nt, nc, src
 
-    def solve_steady(self, state, name, tol=1e-6):
-        """Replace field ``name`` by its steady state under the current counts, sources and serum."""
+    def solve_steady(self, state, name, tol=1e-6, solve=None):
+        """Replace field ``name`` by its steady state under the current counts, sources and serum.
+
+        ``solve``: called as ``solve(state, name, tol)`` for the :class:`~gpusim.fields.steady.SteadyInfo`
+        in place of the single-process solve (an MPI run's solve on all ranks, gpusim.parallel.run);
+        the outcome is recorded and warned about the same way.
+        """
         from .steady import steady_solve
 
-        plan = self.plans[name]
-        flags, vessel, nt, nc, src = self._operands(state, name)
-        info = steady_solve(
-            self.backend.kernels("mg"), state.fields[name], plan.coef, plan.bc_type, plan.bc_value,
-            vessel, nt, nc, src, flags, tol=tol,
-        )
+        if solve is not None:
+            info = solve(state, name, tol)
+        else:
+            plan = self.plans[name]
+            flags, vessel, nt, nc, src = self._operands(state, name)
+            info = steady_solve(
+                self.backend.kernels("mg"), state.fields[name], plan.coef, plan.bc_type, plan.bc_value,
+                vessel, nt, nc, src, flags, tol=tol,
+            )
         if not info.converged:
             log.warning("steady solve of %s did not converge: %s", name, info)
         self.steady_info[name] = info
@@ -77,11 +85,12 @@ class FieldUpdate:
                 self._advance(state, name, plan)
             self.apply_holds(sim, name)
 
-    def steady_if_due(self, state, name) -> None:
-        """Re-solve steady substrate ``name`` when ``update_every_min`` has passed since its last solve."""
+    def steady_if_due(self, state, name, solve=None) -> None:
+        """Re-solve steady substrate ``name`` when ``update_every_min`` has passed since its last solve
+        (``solve``: as in :meth:`solve_steady`)."""
         last = self._last_steady.get(name)
         if last is None or state.time_min - last >= self.plans[name].update_every_min - 1e-9:
-            self.solve_steady(state, name)
+            self.solve_steady(state, name, solve=solve)
             self._last_steady[name] = state.time_min
 
     def _advance(self, state, name, plan):

@@ -27,9 +27,13 @@ each rank eliminates its segment, the ranks on the line exchange and solve a red
 unknowns per rank, a few float64 per line, then back-substitute). Not bitwise: within ~1e-7 of the
 single-process run per step (tests/test_mpi.py states the tolerances).
 
-Scope today (each refused with a clear message on more than one rank): ``explicit`` and ``lod``
-(either mode) substrates; not yet the multigrid ``steady`` method (O₂'s default), the tumour, T cells or
-events. The initial state (uniform or steady fields, vessels) is set up by the
+Steady substrates (the multigrid method, O₂'s default): in a coordinated run (gpusim.parallel.run)
+``solve_steady`` sends each rank its box of the field and operands, the ranks solve on the boxes with
+``gpusim.parallel.steady`` (bitwise the one-process solve) and rank 0 gathers the solution.
+
+Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
+rank): ``explicit`` and ``lod`` (either mode) substrates; not the ``steady`` method, the tumour, T
+cells or events (a coordinated run has them). The initial state (uniform or steady fields, vessels) is set up by the
 single-process code on every rank and cut to the box, so a run's memory per rank is still the whole
 grid at set-up.
 """
@@ -42,6 +46,7 @@ from .decomposition import Decomposition, choose_process_grid
 from .halo import Halo, gather, scatter, scatter_box
 from .partitioned import PartitionedLOD
 from .redistribute import redistribute
+from .steady import DistributedSteady
 
 __all__ = ["BoxFieldRun", "unsupported"]
 
@@ -103,10 +108,16 @@ class BoxFieldRun:
             self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
             self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
         if coordinated:
-            # rank 0 sends the fields and their operands every step (load); steady substrates stay there
+            # rank 0 sends the fields and their operands every step (load), and the steady substrates'
+            # when a solve is due (solve_steady)
             fu = FieldUpdate(cfg, select_backend("cpu"))
             self.plans = {n: p for n, p in fu.plans.items() if p.method != "steady"}
+            self.steady_plans = {n: p for n, p in fu.plans.items() if p.method == "steady"}
             self.kernels = fu._fk
+            self.steady = None  # grids of one multigrid level are solved on rank 0 alone
+            self.steady_bytes = 0  # rank 0: steady boxes sent and gathered, the solves' own messages
+            if self.steady_plans and DistributedSteady.supported(shape):
+                self.steady = DistributedSteady(comm, self.decomp)
             self.fields, self._operands, self._spare = {}, {}, {}
             self.step_count = 0
             self._start_step = 0
@@ -195,6 +206,51 @@ class BoxFieldRun:
             self.fields[name] = part("field:" + name, self._layout(name), whole, np.float32)
             if plan.method == "explicit" and self._spare.get(name) is None:
                 self._spare[name] = np.empty_like(self.fields[name])
+
+    def steady_header(self, state, fu, name: str, tol: float) -> dict:
+        """Rank 0: the broadcast that starts a steady solve of ``name`` on all ranks (``solve_steady``)."""
+        return {"op": "steady", "name": name, "serum": fu.plans[name].serum,
+                "flags": int(fu._operands(state, name)[0]), "tol": float(tol)}
+
+    def solve_steady(self, header: dict, state=None, fu=None):
+        """Every rank: the steady solve of ``header``'s substrate on the boxes (gpusim.parallel.steady),
+        its field and operands sent from rank 0's mirror (``state``, ``fu``; None elsewhere) and the
+        solution gathered back into it. Returns (SteadyInfo, seconds of this rank's solve)."""
+        import time
+
+        from ..fields import layout as L
+        from ..fields import mg_cpu
+
+        name = header["name"]
+        plan = self.steady_plans[name]
+        if plan.serum != header["serum"]:
+            plan.set_serum(header["serum"])  # the call rank 0's events made: the same coefficients
+        flags = int(header["flags"])
+        ops = fu._operands(state, name)[1:] if fu is not None else (None,) * 4
+        own = self.decomp.box(self.comm.rank).n_voxels
+        total = int(np.prod(self.decomp.shape))
+        arrays = []
+        for bit, whole, dtype in ((L.HAS_VESSEL, ops[0], np.uint8), (L.HAS_TUMOR, ops[1], np.uint8),
+                                  (L.HAS_TCELL, ops[2], np.uint8), (L.HAS_SRC, ops[3], np.float32),
+                                  (-1, None if state is None else state.fields[name], np.float32)):
+            if bit != -1 and not flags & bit:
+                arrays.append(np.zeros((1, 1, 1), dtype))
+                continue
+            arrays.append(self.steady.local(scatter_box(self.comm, self.decomp, whole, dtype)))
+            if self.comm.rank == 0:
+                self.steady_bytes += (total - own) * np.dtype(dtype).itemsize
+        *operands, c = arrays
+        sent, received = self.steady.bytes_sent, self.steady.bytes_received
+        t0 = time.perf_counter()
+        info = self.steady.solve(mg_cpu, c, plan.coef, plan.bc_type, plan.bc_value, *operands, flags,
+                                 tol=header["tol"])
+        seconds = time.perf_counter() - t0
+        whole = gather(self.comm, self.decomp, np.ascontiguousarray(c[self.steady.halo.interior]))
+        if self.comm.rank == 0:
+            state.fields[name][...] = whole
+            self.steady_bytes += (self.steady.bytes_sent - sent) + (self.steady.bytes_received - received)
+            self.steady_bytes += (total - own) * 4  # the gathered solution
+        return info, seconds
 
     def gather_into(self, sim=None) -> None:
         """Every rank: the stepped fields back into rank 0's mirror ``sim``."""

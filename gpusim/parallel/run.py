@@ -10,10 +10,17 @@ into the mirror, whose events, recorder, writer and checkpointer then run unchan
 the timeseries are therefore those of the single-process run, bit for bit, and a checkpoint (whole-grid
 arrays) resumes on any number of ranks, one included.
 
+Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
+sends each rank its box of the field and operands, the ranks run :mod:`gpusim.parallel.steady`,
+bitwise the one-process solve, and rank 0 gathers the solution into the mirror; the mirror's
+``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on non-convergence).
+``init = "steady"`` at set-up is solved by rank 0 alone (once per run), as are grids with a single
+multigrid level (at most 2 voxels per axis).
+
 The price of this version: rank 0 holds the whole state and sends and receives it every step, so it
-spreads the arithmetic, not the memory or the bytes; steady substrates (O₂'s multigrid solve),
-therapy events, recruitment, daughters and infusions run on rank 0. Ranks holding their own state,
-writing their own shards, is the next step (MODEL.md 'Parallel runs').
+spreads the arithmetic, not the memory or the bytes; therapy events, recruitment, daughters and
+infusions run on rank 0. Ranks holding their own state, writing their own shards, is the next step
+(MODEL.md 'Parallel runs').
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ _TAG_PERF = 500
 
 class DistributedFields:
     """Rank 0's field operation: all ranks step their part of the non-steady substrates, which are
-    gathered into ``sim``; steady substrates and holds then run on the mirror as on one process."""
+    gathered into ``sim``; then per substrate in the single-process order, a steady substrate whose
+    solve is due (the mirror's ``FieldUpdate.steady_if_due`` decides) is solved by all ranks on their
+    boxes and gathered, and holds run on the mirror."""
 
     name = "fields"
 
@@ -43,6 +52,7 @@ class DistributedFields:
         self.box = box_run
         self._inner = inner
         self.plans = inner.plans  # what the recorder and the writer read from the field operation
+        self._steady_s = None  # this step's seconds of steady solves per rank
 
     def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
         return getattr(self.__dict__["_inner"], key)
@@ -67,11 +77,33 @@ class DistributedFields:
         # sending the fields and operands, the transposes' waits, gathering (steady solves come after)
         sim.perf_extra["fields_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
         gathered = sum(sim.state.fields[n].nbytes for n in self.box.plans) * (comm.size - 1) // comm.size
-        sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + gathered)
+        steady_before = self.box.steady_bytes if self.box.steady_plans else 0
+        self._steady_s = [0.0] * comm.size
+        solve = self._solve_steady if self.box.steady is not None else None  # None: one level, rank 0 alone
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
             if plan.method == "steady":
-                self._inner.steady_if_due(sim.state, name)
+                self._inner.steady_if_due(sim.state, name, solve=solve)
             self._inner.apply_holds(sim, name)
+        if self.box.steady_plans:
+            for r, sec in enumerate(self._steady_s):
+                sim.perf_extra[f"steady_s_r{r}"] = sec
+        steady_bytes = self.box.steady_bytes - steady_before if self.box.steady_plans else 0
+        sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + gathered + steady_bytes)
+
+    def _solve_steady(self, state, name, tol):
+        """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` on their boxes (the mirror's
+        field and operands sent, the solution gathered into it); returns rank 0's SteadyInfo, which
+        every rank shares (its cycles and maxima are the ranks' exact combinations)."""
+        comm = self.box.comm
+        header = self.box.steady_header(state, self._inner, name, tol)
+        comm.bcast_json(header)
+        info, seconds = self.box.solve_steady(header, state, self._inner)
+        self._steady_s[0] += seconds
+        for r in range(1, comm.size):
+            buf = np.empty(1, np.float64)
+            comm.recv(buf, r, _TAG_PERF)
+            self._steady_s[r] += float(buf[0])
+        return info
 
     def _bytes(self) -> int:
         """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes, reduced rows."""
@@ -92,6 +124,9 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             box.step()
             seconds = time.perf_counter() - t0
             box.gather_into()
+            comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
+        elif msg["op"] == "steady":
+            _, seconds = box.solve_steady(msg)
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "cells":
             cells.follow(msg)
