@@ -53,6 +53,16 @@ class SerialComm:
     def recv(self, buf: np.ndarray, source: int, tag: int) -> None:
         raise ValueError("a one-rank run has no other rank to receive from")
 
+    def alltoall(self, send: np.ndarray) -> np.ndarray:
+        a = np.asarray(send)
+        if a.shape[:1] != (1,):
+            raise ValueError(f"alltoall on one rank takes one entry per rank (shape (1, ...)); got {a.shape}")
+        return a.copy()
+
+    def exchange(self, sends: dict, recvs: dict, tag: int) -> None:
+        if sends or recvs:
+            raise ValueError("a one-rank run has no other rank to exchange with")
+
 
 class MPIComm:
     """mpi4py's COMM_WORLD behind the same small interface (buffer messages only)."""
@@ -109,6 +119,22 @@ class MPIComm:
 
     def recv(self, buf: np.ndarray, source: int, tag: int) -> None:
         self._comm.Recv(buf, source=source, tag=tag)
+
+    def alltoall(self, send: np.ndarray) -> np.ndarray:
+        """``send[r]`` (one entry, or one row, per rank) goes to rank r; returns what each rank sent
+        this one, in rank order."""
+        a = np.ascontiguousarray(send)
+        out = np.empty_like(a)
+        self._comm.Alltoall(a, out)
+        return out
+
+    def exchange(self, sends: dict, recvs: dict, tag: int) -> None:
+        """Point-to-point messages in both directions at once: ``sends`` {dest: buffer} and ``recvs``
+        {source: buffer of the exact size}, all posted non-blocking and waited for together (any
+        pattern of peers, no ordering to deadlock on)."""
+        reqs = [self._comm.Irecv(b, source=s, tag=tag) for s, b in recvs.items()]
+        reqs += [self._comm.Isend(b, dest=d, tag=tag) for d, b in sends.items()]
+        self._MPI.Request.Waitall(reqs)
 
 
 def world():
