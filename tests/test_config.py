@@ -124,7 +124,7 @@ def test_section_defaults_are_parameters_md_values():
     assert (cfg.vessels, cfg.tumor, cfg.tcells, cfg.substrates, cfg.events) == (None, None, None, [], [])
     assert (cfg.output.fields_every_min, cfg.output.tcells_every_min, cfg.output.checkpoint_every_wall_min) == (
         60.0, 360.0, 30.0)
-    assert (cfg.parallel.ranks_zyx, cfg.parallel.lod_mode) == (None, "bitwise")
+    assert (cfg.parallel.ranks_zyx, cfg.parallel.lod_mode) == (None, "partitioned")
 
 
 def test_lfa1_defaults_give_the_tabulated_activation_at_normal_serum():

@@ -16,7 +16,7 @@ def config(solver="explicit", shape=(14, 12, 10)):
         "seed": 4, "init": "given", "solver": solver, "grid": {"shape": list(shape), "dx_um": 15.0},
         "substrates": [{"name": "mg", "initial": 0.1, "serum": 0.47},
                        {"name": "chemokine", "initial": 1.0, "serum": 0.0, "decay_per_min": 0.05}],
-        "vessels": {"kind": "random", "voxel_fraction": 0.05}})
+        "vessels": {"kind": "random", "voxel_fraction": 0.05}, "parallel": {"lod_mode": "bitwise"}})
 
 
 def main(out, minutes, ranks_zyx, solver):
