@@ -47,7 +47,8 @@ def _zyx(voxel, shape):
 
 # -- buffers (no MPI) -----------------------------------------------------------------------------
 def test_a_row_is_its_columns_bytes_and_every_column_block_is_aligned():
-    assert M.row_bytes() == bytes_per_tcell() == 95 and M.row_bytes(STATE_COLUMNS) == bytes_per_tcell(STATE_COLUMNS) == 61
+    assert M.row_bytes() == bytes_per_tcell() == 95
+    assert M.row_bytes(STATE_COLUMNS) == bytes_per_tcell(STATE_COLUMNS) == 61
     cols = _random_columns(np.random.default_rng(1), 37)
     buf = M.pack(cols)
     assert buf.dtype == np.uint8 and buf.nbytes == 37 * 95

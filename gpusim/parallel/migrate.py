@@ -41,12 +41,12 @@ round, every byte once, and correct for any boxes. The price is message count: a
 all-to-all is O(P) per rank (4 KB at 512 ranks) and is where ``MPI_Neighbor_alltoall`` over the
 static neighbour graph would go at large P (the ghost neighbours never change between re-cuts).
 
-**Device buffers.** :func:`pack`/:func:`unpack` use only array methods of ``backend.xp`` (``take``
-into views of one byte buffer), so on a GPU rank the buffer is packed on the device. That is where
-a CUDA-aware MPI path slots in: hand the CuPy buffers to :meth:`MPIComm.exchange` directly (mpi4py
-reads ``__cuda_array_interface__``; synchronise the packing stream first); without CUDA-aware MPI,
-stage them through pinned host buffers in :func:`_exchange` (one copy each way). Today ranks are CPU
-(``cells.CellWorker``), so both are NumPy.
+**Device buffers.** :func:`pack`/:func:`unpack` use only the backend's row gather (the store's
+``gather_rows``: numba on the CPU, ``take`` on CuPy) into views of one byte buffer, so on a GPU rank
+the buffer is packed on the device. That is where a CUDA-aware MPI path slots in: hand the CuPy
+buffers to :meth:`MPIComm.exchange` directly (mpi4py reads ``__cuda_array_interface__``; synchronise
+the packing stream first); without CUDA-aware MPI, stage them through pinned host buffers in
+:func:`_exchange` (one copy each way). Today ranks are CPU (``cells.CellWorker``), so all is NumPy.
 
 Result order is deterministic whatever the message timing: a rank's kept rows in their input order,
 then the arrivals by ascending source rank, each source's rows in its input order. Callers sort
@@ -64,8 +64,8 @@ from ..agents.tcell_store import COLUMNS
 from .cells import region
 from .decomposition import Box, Decomposition
 
-__all__ = ["Traffic", "buffer_order", "ghost_sends", "ghost_targets", "ghosts", "migrate", "owners", "pack", "row_bytes",
-           "unpack", "voxel_coords"]
+__all__ = ["Traffic", "buffer_order", "ghost_sends", "ghost_targets", "ghosts", "migrate", "owners", "pack",
+           "row_bytes", "unpack", "voxel_coords"]
 
 _TAG_MIGRATE = 420
 _TAG_GHOSTS = 421
@@ -124,10 +124,12 @@ def row_bytes(names=None) -> int:
     return sum(_item(c) * _width(c) for c in names)
 
 
-def pack(columns, rows=None, names=None, xp=np):
+def pack(columns, rows=None, names=None, backend=None):
     """One contiguous uint8 buffer of ``rows`` (indices; default all) of ``columns``: for each column
     (:func:`buffer_order`) its rows back to back. ``len(rows) * row_bytes(names)`` bytes; one gather
-    pass, no temporaries."""
+    pass (the backend's ``gather_rows``, the store's own), no temporaries."""
+    be = _backend(backend)
+    xp, gather = be.xp, be.kernels("agents").gather_rows
     names = _column_names(columns) if names is None else tuple(names)
     n = columns["uid"].shape[0] if rows is None else int(rows.shape[0])
     buf = xp.empty(n * row_bytes(names), dtype=xp.uint8)
@@ -139,7 +141,7 @@ def pack(columns, rows=None, names=None, xp=np):
         if rows is None:
             view[...] = columns[c]
         else:
-            xp.take(columns[c], rows, axis=0, out=view)
+            gather(rows, columns[c], view)
         off += m
     return buf
 
@@ -236,7 +238,7 @@ def _check(comm, decomp):
         raise ValueError(f"the decomposition has {decomp.n_ranks} ranks but the communicator {comm.size}")
 
 
-def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, xp) -> list:
+def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, be) -> list:
     """Send ``outgoing`` {dest: row indices} (counts first, then one buffer per nonzero peer); return the
     columns received, by ascending source rank."""
     counts = np.zeros(comm.size, np.int64)
@@ -244,11 +246,12 @@ def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, xp) -> li
         if d == comm.rank:
             raise ValueError("a rank does not send T cells to itself")
         counts[d] = int(rows.shape[0])
+    xp = be.xp
     incoming = comm.alltoall(counts)  # collective: every rank calls it, senders or not
     rb = row_bytes(names)
     # CPU ranks: NumPy buffers. GPU ranks pack on the device (xp = cupy) and pass the buffers here as
     # they are with CUDA-aware MPI, or through pinned host copies without it (module docstring).
-    sends = {d: pack(columns, rows, names, xp) for d, rows in sorted(outgoing.items()) if rows.shape[0]}
+    sends = {d: pack(columns, rows, names, be) for d, rows in sorted(outgoing.items()) if rows.shape[0]}
     recvs = {s: xp.empty(int(incoming[s]) * rb, dtype=xp.uint8)
              for s in range(comm.size) if s != comm.rank and incoming[s]}
     if incoming[comm.rank]:
@@ -263,8 +266,24 @@ def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, xp) -> li
     return [unpack(recvs[s], int(incoming[s]), names) for s in sorted(recvs)]
 
 
-def _concat(parts, names, xp) -> dict:
-    return {c: xp.concatenate([p[c] for p in parts]) for c in names}
+def _assemble(columns, keep, parts, names, be) -> dict:
+    """New arrays of the rows ``keep`` of ``columns`` followed by ``parts``: each byte written once
+    (the kept rows gathered straight into place, no concatenation of a gathered copy)."""
+    xp, gather = be.xp, be.kernels("agents").gather_rows
+    k = int(keep.shape[0])
+    n = k + sum(int(p["uid"].shape[0]) for p in parts)
+    out = {}
+    for c in names:
+        dt, shape, _ = COLUMNS[c]
+        a = xp.empty((n,) + shape, dtype=dt)
+        gather(keep, columns[c], a[:k])
+        at = k
+        for p in parts:
+            m = p[c].shape[0]
+            a[at:at + m] = p[c]
+            at += m
+        out[c] = a
+    return out
 
 
 def migrate(comm, decomp: Decomposition, columns: dict, dx_um: float, *, drop_dead: bool = False,
@@ -291,9 +310,8 @@ def migrate(comm, decomp: Decomposition, columns: dict, dx_um: float, *, drop_de
     bounds = xp.searchsorted(to, xp.arange(comm.size + 1))
     outgoing = {r: movers[int(bounds[r]):int(bounds[r + 1])] for r in range(comm.size)
                 if r != me and bounds[r + 1] > bounds[r]}
-    arrived = _exchange(comm, columns, names, outgoing, _TAG_MIGRATE, traffic, xp)
-    kept = {c: xp.take(columns[c], keep, axis=0) for c in names}
-    return _concat([kept] + arrived, names, xp)
+    arrived = _exchange(comm, columns, names, outgoing, _TAG_MIGRATE, traffic, be)
+    return _assemble(columns, keep, arrived, names, be)
 
 
 def ghosts(comm, decomp: Decomposition, columns: dict, width: int, dx_um: float, *,
@@ -318,7 +336,5 @@ def ghosts(comm, decomp: Decomposition, columns: dict, width: int, dx_um: float,
         raise ValueError(f"ghosts: {stray} of rank {comm.rank}'s {z.shape[0]} T cells lie outside its box "
                          f"{box}: migrate them to their owners first")
     outgoing = ghost_sends(decomp, comm.rank, width, z, y, x, xp)
-    arrived = _exchange(comm, columns, names, outgoing, _TAG_GHOSTS, traffic, xp)
-    if not arrived:
-        return {c: columns[c][:0].copy() for c in names}
-    return _concat(arrived, names, xp)
+    arrived = _exchange(comm, columns, names, outgoing, _TAG_GHOSTS, traffic, be)
+    return _assemble(columns, xp.zeros(0, dtype=xp.int64), arrived, names, be)
