@@ -162,6 +162,16 @@ class _Level:
         self.handoff = None
 
 
+def volume_ratio(fine_shape, coarse_shape) -> float:
+    """Fine/coarse cell volume, the restriction's weight of the children's residuals. With odd sizes
+    a coarse cell holds 1 or 2 children per axis, so averaging their residuals (instead of summing the
+    density) let V-cycles on 2^k + 1 grids contract only 0.96x per cycle (1D model; 0.1x with it)."""
+    vol = 1.0
+    for axis in range(3):
+        vol *= coarse_shape[axis] / fine_shape[axis]
+    return vol
+
+
 def _build_levels(xp, shape, rd, dmask):
     shapes, factors = level_shapes(shape)
     levels = [_Level(xp, s, tuple(rd * fa for fa in f)) for s, f in zip(shapes, factors)]
@@ -172,13 +182,7 @@ def _build_levels(xp, shape, rd, dmask):
             c, p, w = transfer_tables(fine.shape[axis], coarse.shape[axis], lo, hi)
             ch.append(xp.asarray(c))
             pr += [xp.asarray(p), xp.asarray(w)]
-        # fine/coarse cell volume; with odd sizes a coarse cell holds 1 or 2 children per axis, so
-        # averaging their residuals (instead of summing the density) let V-cycles on 2^k + 1 grids
-        # contract only 0.96x per cycle (1D model; 0.1x with the volume weight)
-        vol = 1.0
-        for axis in range(3):
-            vol *= coarse.shape[axis] / fine.shape[axis]
-        coarse.children = (*ch, vol)
+        coarse.children = (*ch, volume_ratio(fine.shape, coarse.shape))
         coarse.prolong = tuple(pr)
     return levels
 

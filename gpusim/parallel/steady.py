@@ -34,16 +34,23 @@ restricts the whole level g, runs the rest of the V-cycle with the single-proces
 rank the block of the level-(g+1) correction its prolongation reads (its parents plus one coarse cell
 beyond each cut: 8 B per coarse cell); each rank adds it to its box and post-smooths. Coarse levels
 are 1/8, 1/64, ... of the work, so rank 0's part is small: with boxes that split evenly down to 2-cell
-coarse runs (64^3 on 2-8 ranks) the hand-off is at the level above the coarsest (4^3 cells); an odd
-box offset hands off at level 0 (rank 0 restricts the fine grid: one residual pass of the V-cycle's
-~11).
+coarse runs (64^3 on 2-8 ranks) the hand-off is at the level above the coarsest (4^3 cells); a box
+edge inside a coarse cell (a cut at 8 of a 13-voxel axis, whose coarse cell 4 holds fine cells 7 and 8)
+hands off at level 0: rank 0 then receives 24 B per fine voxel and restricts the whole fine grid
+every cycle (one pass over it, against the ranks' eight smoothing half-sweeps of their boxes), which
+is correct but serial; process-grid cuts at even offsets (or multiples of 2^k) avoid it.
 
 Bytes per V-cycle and rank (``bytes_sent``; float64 throughout): each distributed level exchanges its
 ghost faces 4 (pre-smoothing) + 1 (before the restriction) + 4 (post-smoothing) times, a coarse one once
 more (before the finer level's prolongation reads it), 8 B per face cell each time (both colours are
 sent, not only the half a sweep reads); plus the hand-off's 24 B per box cell of level g sent to rank 0
-and rank 0's 8 B per block cell sent to each rank. Before the first cycle rank 0 scatters the field and
-the operands' boxes, and after the last gathers the field (``BoxFieldRun.solve_steady``).
+and rank 0's 8 B per block cell sent to each rank; one more fine exchange per solve for the final
+residual. Measured (tests/mpi/steady_driver.py, the O2 problem, 8 cycles): 64^3 on (2, 1, 1), hand-off
+at level 4 (4^3): 408 kB per cycle from each rank (the fine faces 9 x 32 kB = 295 kB, levels 1-3 107 kB,
+the hand-off 0.8 kB), and the same formula to the byte; on (2, 2, 1) 427 kB per rank; 13 x 11 x 9 on
+(1, 2, 2), hand-off at level 0: 13-18 kB per rank. Before the first cycle rank 0 scatters the field
+and the operands' boxes (4 + 1 + 1 + 1 B per voxel of the other boxes, + 4 with a source), and after
+the last gathers the field (4 B) (``BoxFieldRun.solve_steady``).
 
 Scope: the CPU kernels (MPI ranks are CPU ranks); grids of at most 2 cells on every axis (one level)
 are solved on rank 0 by the caller (:meth:`DistributedSteady.supported`).
@@ -112,7 +119,6 @@ class DistributedSteady:
     def __init__(self, comm, decomp: Decomposition):
         self.comm, self.decomp = comm, decomp
         self.halo = Halo(comm, decomp, width=1)
-        self.shapes, _ = S.level_shapes(decomp.shape)
         self.colour_exchange = True  # test hook: False skips the exchange between red and black
         self.bytes_sent = 0  # this rank's messages in solves so far (halo faces and hand-off)
         self.bytes_received = 0  # rank 0: the hand-off boxes it gathered
@@ -143,8 +149,8 @@ class DistributedSteady:
 
     # -- the levels ------------------------------------------------------------------------------------
     def _levels(self, xp, rd, dmask):
-        """This rank's levels 0..g (boxes plus ghosts; level g hands off to rank 0), then on rank 0 the
-        whole-grid levels below g (None elsewhere)."""
+        """This rank's levels 0..g (boxes plus ghosts); level g's hand-off holds, on rank 0, the
+        whole-grid levels (``steady._build_levels``) it runs below g."""
         shapes, factors = S.level_shapes(self.decomp.shape)
         whole = S._build_levels(xp, self.decomp.shape, rd, dmask) if self.comm.rank == 0 else None
         decomps, tables = [self.decomp], []
@@ -169,7 +175,7 @@ class DistributedSteady:
             level.exchange = self._exchanger(halo)
             if lv > 0:
                 level.children = (*self._children(tables[lv - 1], levels[-1].halo, halo),
-                                  _volume(shapes[lv - 1], shapes[lv]))
+                                  S.volume_ratio(shapes[lv - 1], shapes[lv]))
                 level.prolong = self._prolong(tables[lv - 1], levels[-1].halo, halo)
             levels.append(level)
         levels[g].handoff = self._handoff(levels, g, tables[g], whole, dmask)
@@ -262,10 +268,3 @@ class DistributedSteady:
 
         return handoff
 
-
-def _volume(fine_shape, coarse_shape):
-    """Fine/coarse cell volume, as ``steady._build_levels`` computes it."""
-    vol = 1.0
-    for axis in range(3):
-        vol *= coarse_shape[axis] / fine_shape[axis]
-    return vol
