@@ -1,11 +1,16 @@
-"""CUDA twin of :mod:`gpusim.reduce` (same order, same float64 operations)."""
+"""CUDA twin of :mod:`gpusim.reduce` (the same scaled values, roundings and integer totals)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from . import reduce as _cpu
 from .kernelsrc import raw_module
-from .reduce import combine
+from .reduce import scale_exponent
+
+__all__ = ["exact_sum", "first_nonfinite", "fixed_sum", "scale_exponent"]
 
 _module = None
 
@@ -17,21 +22,22 @@ def _kernel(name):
     return _module.get_function(name)
 
 
-def plane_sums(a) -> np.ndarray:
-    """float64 sums of each z-plane of the CuPy array ``a`` (host NumPy result)."""
+def fixed_sum(a, k: int) -> int:
+    """The exact integer sum of ``rint(value * 2**k)`` over the float32 CuPy array ``a``."""
     import cupy
 
-    nz, ny, nx = a.shape
-    lines = cupy.empty(nz * ny, cupy.float64)
-    out = cupy.empty(nz, cupy.float64)
+    a = cupy.ascontiguousarray(a)
+    nx = int(a.shape[-1]) if a.ndim else 1
+    nlines = int(a.size) // max(nx, 1)
+    lines = cupy.empty(nlines, cupy.int64)
     t = 128
-    _kernel("line_sums")((-(-nz * ny // t),), (t,), (a, lines, np.int64(nz * ny), np.int32(nx)))
-    _kernel("plane_sums")((-(-nz // t),), (t,), (lines, out, np.int32(nz), np.int32(ny)))
-    return out.get()
+    _kernel("line_fixed_sums")((-(-nlines // t),), (t,), (a, lines, np.int64(nlines), np.int32(nx),
+                                                         np.float64(math.ldexp(1.0, int(k)))))
+    return int(lines.sum())
 
 
-def fixed_order_sum(a) -> float:
-    return combine(plane_sums(a))
+def exact_sum(a, k: int | None = None) -> float:
+    return _cpu.exact_sum(a, k, fixed=fixed_sum)
 
 
 def first_nonfinite(a):

@@ -98,8 +98,8 @@ def _as_config(config) -> tuple[Config, Path | None]:
 
 
 def field_summary(reduce, c, n_voxels: int) -> dict:
-    """Mean (fixed-order float64 sum / voxels), min and max of one field."""
-    return {"mean": reduce.fixed_order_sum(c) / n_voxels, "min": float(c.min()), "max": float(c.max())}
+    """Mean (exact fixed-point sum / voxels, gpusim.reduce), min and max of one field."""
+    return {"mean": reduce.exact_sum(c) / n_voxels, "min": float(c.min()), "max": float(c.max())}
 
 
 class Recorder:
@@ -393,7 +393,7 @@ class Simulation:
         return sim
 
     def field_stats(self) -> dict:
-        """Current mean/min/max of each field (fixed-order mean)."""
+        """Current mean/min/max of each field (exact fixed-point mean)."""
         red = self.backend.kernels("reduce")
         return {
             name: {"unit": plan.unit, **field_summary(red, self.state.fields[name], self.state.n_voxels)}

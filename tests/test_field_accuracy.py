@@ -21,7 +21,7 @@ import pytest
 from scipy.optimize import curve_fit
 
 import gpusim
-from gpusim.reduce import fixed_order_sum
+from gpusim.reduce import exact_sum
 
 UMOL_PER_UM3_PER_MM = 1e-12  # 1 mM = 1 mmol/L = 1e-12 µmol/µm³
 V_CELL_UM3 = 2494.0  # tumor.cell_volume_um3 default (PARAMETERS §5)
@@ -407,8 +407,8 @@ def test_implant_steady_profile_matches_screened_point_source(solver, method, mi
 
 
 def total_umol(sim, name="mg"):
-    """Field total in µmol: float64 fixed-order sum × V_voxel × 1e-12 µmol/µm³ per mM."""
-    return fixed_order_sum(sim.fields[name]) * sim.state.dx_um**3 * UMOL_PER_UM3_PER_MM
+    """Field total in µmol: exact fixed-point sum × V_voxel × 1e-12 µmol/µm³ per mM."""
+    return exact_sum(sim.fields[name]) * sim.state.dx_um**3 * UMOL_PER_UM3_PER_MM
 
 
 def test_bolus_adds_exactly_its_amount():
@@ -450,9 +450,9 @@ def test_pure_diffusion_conserves_the_total_over_1000_steps(solver, n):
     sim = simulation((n, n, n), 15.0, [{"name": "chemokine", "decay_per_min": 0.0}], solver=solver)
     rng = np.random.default_rng(7)
     sim.fields["chemokine"][...] = rng.uniform(0.0, 10.0, (n, n, n)).astype(np.float32)
-    before = fixed_order_sum(sim.fields["chemokine"])
+    before = exact_sum(sim.fields["chemokine"])
     sim.run(minutes=1000, progress=False)
-    assert fixed_order_sum(sim.fields["chemokine"]) == pytest.approx(before, rel=1e-6)
+    assert exact_sum(sim.fields["chemokine"]) == pytest.approx(before, rel=1e-6)
 
 
 def test_lod_decay_total_follows_the_schemes_discrete_rate():
@@ -467,9 +467,9 @@ def test_lod_decay_total_follows_the_schemes_discrete_rate():
     plan = sim.field_update.plans["chemokine"]
     assert plan.n_sub == 5
     dtf, t = plan.dt_sub_min, 10.0
-    before = fixed_order_sum(sim.fields["chemokine"])
+    before = exact_sum(sim.fields["chemokine"])
     sim.run(minutes=t, progress=False)
-    ratio = fixed_order_sum(sim.fields["chemokine"]) / before
+    ratio = exact_sum(sim.fields["chemokine"]) / before
     assert dtf == pytest.approx(0.2)
     assert ratio == pytest.approx(math.exp(-lam * t), rel=1e-5)
 
@@ -483,8 +483,8 @@ def test_explicit_decay_total_follows_the_schemes_discrete_rate():
     rng = np.random.default_rng(4)
     sim.fields["chemokine"][...] = rng.uniform(0.0, 10.0, (8, 8, 8)).astype(np.float32)
     dte, t = sim.field_update.plans["chemokine"].dt_sub_min, 10.0
-    before = fixed_order_sum(sim.fields["chemokine"])
+    before = exact_sum(sim.fields["chemokine"])
     sim.run(minutes=t, progress=False)
-    ratio = fixed_order_sum(sim.fields["chemokine"]) / before
+    ratio = exact_sum(sim.fields["chemokine"]) / before
     assert ratio == pytest.approx(math.exp(-t * math.log1p(lam * dte) / dte), rel=1e-5)
     assert -math.log(ratio) == pytest.approx(lam * t, rel=lam * dte / 2)

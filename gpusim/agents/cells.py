@@ -303,7 +303,7 @@ class CellStep:
             if n_live:
                 red = self.backend.kernels("reduce")
                 masked = mg * st.n_tumor.astype(xp.float32)  # exact: a product with 0 or 1
-                out["mg_tumor_mean_mM"] = red.fixed_order_sum(masked) / n_live
+                out["mg_tumor_mean_mM"] = red.exact_sum(masked) / n_live
                 out["mg_tumor_min_mM"] = float(mg[tumor == R.LIVE].min())
             else:
                 out["mg_tumor_mean_mM"] = float("nan")
