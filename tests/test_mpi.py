@@ -575,7 +575,7 @@ def _random_lines(rng, n, n_lines):
 def test_partitioned_tridiagonal_solve_is_the_dense_solve_for_any_cut_of_the_line():
     """Segment elimination, reduced system of the segment ends, back substitution: the same solution as
     a dense solve, whatever the segments (1- and 2-voxel ones included)."""
-    from gpusim.parallel.partitioned import solve_split
+    from gpusim.parallel.tdma import solve_split
 
     rng = np.random.default_rng(6)
     arow, crow, b, d = _random_lines(rng, 17, 4)

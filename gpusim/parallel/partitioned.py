@@ -11,7 +11,7 @@ with ``b_i = B0[m_i]`` (+ the reaction on the x sweep), ``m_i`` counted on the g
 ranks is an interior row) and the Dirichlet terms only at the global ends. A rank holds the segment
 ``j = 0..n-1`` of the line and, in float64:
 
-1. *Eliminates its segment* (``eliminate``): a downward pass removes ``a_j`` from rows ``j >= 2`` (rows 0
+1. *Eliminates its segment* (``tdma.eliminate``; the algorithm on plain arrays is ``parallel.tdma``): a downward pass removes ``a_j`` from rows ``j >= 2`` (rows 0
    and 1 are only normalised), an upward pass removes ``c_j`` from rows ``n-3..1``, and row 0 is reduced
    with row 1. Every row then reads ``A_j x_0 + x_j + C_j x_{n-1} = D_j``; rows 0 and n-1 couple only the
    segment's two ends and the neighbouring segments' ends (row 0: ``A_0 x_{-1} + x_0 + C_0 x_{n-1}``,
@@ -55,180 +55,12 @@ from numba.extending import register_jitable
 from ..fields import layout as L
 from ..fields.cpu_kernels import (XBLOCK, _coef_tuple, _face, _flags, _row_m, _transpose, dirichlet_rhs,
                                   lod_reaction, lod_step, lod_xy_pass, lod_z_pass)
+from .tdma import (_down_a, _down_d, _pivot, _top_pivot, _up, _up_lines, _value, eliminate, reduced_solve,
+                   reduced_system, segment_ends)
 
-__all__ = ["PartitionedLOD", "eliminate", "reduced_solve", "reduced_system", "segment_ends", "solve_split",
-           "substitute"]
+__all__ = ["PartitionedLOD"]
 
 _TAG = 600  # + 2*axis: reduced rows to the line's solver; + 2*axis + 1: the solved ends back
-
-
-# -- one row of the segment elimination (float64 scalars); every path below calls these ----------------
-@register_jitable
-def _pivot(first, a, b, c_prev):
-    """Inverse pivot of a row in the downward pass: ``1/b`` on the segment's rows 0 and 1 (not
-    eliminated), else ``1/(b - a*C_{j-1})``."""
-    return 1.0 / b if first else 1.0 / (b - a * c_prev)
-
-
-@register_jitable
-def _down_a(first, a, r, a_prev):
-    """``A_j`` after the downward pass: the coupling to the unknown before row 0 (row 0), to ``x_0``."""
-    return a * r if first else (-a * a_prev) * r
-
-
-@register_jitable
-def _down_d(first, a, d, r, d_prev):
-    """``D_j`` after the downward pass."""
-    return d * r if first else (d - a * d_prev) * r
-
-
-@register_jitable
-def _up(c, v, v_next):
-    """The upward pass of ``A_j`` or ``D_j``: ``v - C_j*v_{j+1}`` (``C_j``'s own is ``-C_j*C_{j+1}``)."""
-    return v - c * v_next
-
-
-@register_jitable
-def _top_pivot(c0, a1):
-    """Row 0's pivot after it is reduced with row 1."""
-    return 1.0 / (1.0 - c0 * a1)
-
-
-@register_jitable
-def _value(a, c, d, x_first, x_last):
-    """``x_j = D_j - A_j x_0 - C_j x_{n-1}``."""
-    return (d - a * x_first) - c * x_last
-
-
-@register_jitable
-def _down_row(j, a, c, A, C, D, l0, nl):
-    """Downward pass of row ``j`` of lines ``l0:l0+nl`` of (n, L) float64 arrays: on entry ``C[j]``
-    holds the diagonals and ``D[j]`` the right sides."""
-    first, jp = j < 2, max(j - 1, 0)
-    lu = np.uint64(l0)  # unsigned offsets: numba adds no negative-index fix-up, the loops vectorise
-    for k in range(nl):
-        l = lu + np.uint64(k)
-        r = _pivot(first, a, C[j, l], C[jp, l])
-        A[j, l] = _down_a(first, a, r, A[jp, l])
-        D[j, l] = _down_d(first, a, D[j, l], r, D[jp, l])
-        C[j, l] = c * r
-
-
-@register_jitable
-def _up_row(j, A, C, D, l0, nl):
-    """Upward pass of row ``j`` (``n-3 >= j >= 1``)."""
-    lu = np.uint64(l0)
-    for k in range(nl):
-        l = lu + np.uint64(k)
-        c = C[j, l]
-        A[j, l] = _up(c, A[j, l], A[j + 1, l])
-        D[j, l] = _up(c, D[j, l], D[j + 1, l])
-        C[j, l] = -c * C[j + 1, l]
-
-
-@register_jitable
-def _top_row(A, C, D, l0, nl):
-    """Row 0 reduced with row 1 (segments of 3 rows or more)."""
-    lu = np.uint64(l0)
-    for k in range(nl):
-        l = lu + np.uint64(k)
-        c = C[0, l]
-        r = _top_pivot(c, A[1, l])
-        A[0, l] = A[0, l] * r
-        D[0, l] = _up(c, D[0, l], D[1, l]) * r
-        C[0, l] = (-c * C[1, l]) * r
-
-
-@register_jitable
-def _up_lines(A, C, D, l0, nl):
-    """The upward pass and row 0's reduction of lines ``l0:l0+nl`` after their downward pass."""
-    n = D.shape[0]
-    for j in range(n - 3, 0, -1):
-        _up_row(j, A, C, D, l0, nl)
-    if n >= 3:
-        _top_row(A, C, D, l0, nl)
-
-
-# -- the algorithm as plain functions (no MPI): what the sweeps do, testable on one process ---------
-@njit(cache=True)
-def eliminate(arow, crow, b, d):
-    """``(A, C, D)`` (each (n, L) float64) of the segment rows ``arow[j] x_{j-1} + b[j, l] x_j + crow[j]
-    x_{j+1} = d[j, l]`` of L lines: every row reads ``A_j x_0 + x_j + C_j x_{n-1} = D_j``."""
-    n, nl = d.shape
-    A, C, D = np.empty((n, nl)), b.copy(), d.copy()
-    for j in range(n):
-        _down_row(j, arow[j], crow[j], A, C, D, 0, nl)
-    _up_lines(A, C, D, 0, nl)
-    return A, C, D
-
-
-def reduced_system(lengths, rows):
-    """``(alpha, gamma, delta)`` (each (M, Lc)) of the reduced system of lines cut into segments of
-    ``lengths`` (in line order): ``rows[q]`` is segment q's ``(A_0, C_0, D_0, A_{n-1}, C_{n-1},
-    D_{n-1})``, a (6, Lc) array; a 1-voxel segment gives one row, the others two."""
-    m = sum(1 if n == 1 else 2 for n in lengths)
-    out = np.empty((3, m, rows[0].shape[1]))
-    k = 0
-    for n, r in zip(lengths, rows):
-        out[:, k] = r[0:3]
-        k += 1
-        if n >= 2:
-            out[:, k] = r[3:6]
-            k += 1
-    return out[0], out[1], out[2]
-
-
-@njit(cache=True)
-def reduced_solve(alpha, gamma, delta):
-    """The ends ``u`` (M, Lc) with ``alpha[k] u[k-1] + u[k] + gamma[k] u[k+1] = delta[k]`` per line
-    (Thomas; unit diagonal), the lines in lockstep."""
-    m, nl = delta.shape
-    u, g = np.empty((m, nl)), np.empty((m, nl))
-    for l in range(nl):
-        g[0, l] = gamma[0, l]
-        u[0, l] = delta[0, l]
-    for k in range(1, m):
-        for l in range(nl):
-            w = 1.0 / (1.0 - alpha[k, l] * g[k - 1, l])
-            g[k, l] = gamma[k, l] * w
-            u[k, l] = (delta[k, l] - alpha[k, l] * u[k - 1, l]) * w
-    for k in range(m - 2, -1, -1):
-        for l in range(nl):
-            u[k, l] = u[k, l] - g[k, l] * u[k + 1, l]
-    return u
-
-
-def segment_ends(lengths, u):
-    """Per segment, its ``(x_0, x_{n-1})`` as a (2, Lc) array from the reduced solution ``u``."""
-    out, k = [], 0
-    for n in lengths:
-        last = k + (1 if n >= 2 else 0)
-        out.append(np.stack((u[k], u[last])))
-        k = last + 1
-    return out
-
-
-@njit(cache=True)
-def substitute(A, C, D, x_first, x_last):
-    """The segment's values (n, L) float64 from its reduced form and its solved ends."""
-    n, nl = D.shape
-    x = np.empty((n, nl))
-    for l in range(nl):
-        x[0, l], x[n - 1, l] = x_first[l], x_last[l]
-        for j in range(1, n - 1):
-            x[j, l] = _value(A[j, l], C[j, l], D[j, l], x_first[l], x_last[l])
-    return x
-
-
-def solve_split(arow, crow, b, d, lengths):
-    """The lines ``(arow, b, crow; d)`` ((n,) per-row off-diagonals, (n, L) diagonals and right sides)
-    solved through segments of ``lengths``, all on this process: the partitioned algorithm without MPI."""
-    starts = np.cumsum([0] + list(lengths))
-    parts = [eliminate(arow[s:e].copy(), crow[s:e].copy(), b[s:e].copy(), d[s:e].copy())
-             for s, e in zip(starts[:-1], starts[1:])]
-    rows = [np.stack((A[0], C[0], D[0], A[-1], C[-1], D[-1])) for A, C, D in parts]
-    ends = segment_ends(lengths, reduced_solve(*reduced_system(lengths, rows)))
-    return np.concatenate([substitute(A, C, D, e[0], e[1]) for (A, C, D), e in zip(parts, ends)])
 
 
 # -- the sweep kernels on a rank's box -------------------------------------------------------------------
