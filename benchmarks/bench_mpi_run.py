@@ -1,6 +1,7 @@
 """Whole runs across MPI ranks (``mpiexec -n N gpusim run``): strong scaling of ``baseline``, the time per
 phase on each rank and rank 0's bytes per step (from the store's perf/), the cell balance with a tumour
-in one corner, and the measured inputs of the weak-scaling projection in docs/scaling.md. Writes
+in one corner, weak scaling (a 32³ box per rank, the tumour and the T cells grown with the grid), and
+the measured inputs of the weak-scaling projection in docs/scaling.md. Writes
 benchmarks/results/mpi_run_cpu_<date>.{json,md}.
 
     python benchmarks/bench_mpi_run.py                    # 64³ baseline, ranks 1 2 4, 12 steps each
@@ -73,11 +74,29 @@ def _ranks(perf, prefix, n):
     return [float(perf[f"{prefix}{r}"].median()) for r in range(n)]
 
 
-def scaling(tmp, ranks, minutes, size):
+#: the process grid of n ranks in the weak-scaling runs (doubling z, then y, then x), whose grid is it times the box
+WEAK_GRIDS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2)}
+BASELINE_VOXELS = 64**3  # baseline's grid, for which its 250 µm tumour and 1000 T cells are set
+
+
+def weak_sets(n, box):
+    """``--set``s of baseline on n ranks with a ``box``³ box each: the grid n times the box, and the
+    tumour's volume and the T cells in proportion to the grid (baseline's densities)."""
+    g = WEAK_GRIDS[n]
+    shape = [box * k for k in g]
+    scale = int(np.prod(shape)) / BASELINE_VOXELS
+    return [f"grid.shape={json.dumps(shape)}", f"parallel.ranks_zyx={json.dumps(list(g))}",
+            f"tumor.initial_radius_um={250.0 * scale ** (1 / 3):.1f}", f"tcells.initial_count={round(1000 * scale)}"]
+
+
+def scaling(tmp, ranks, minutes, size, lod_mode, weak_box=None):
+    """Strong scaling (``size``³ on every rank count) or, with ``weak_box``, weak scaling."""
     rows = []
     for n in ranks:
-        p = _run(n, Path(tmp) / f"b{n}.zarr", minutes, f"grid.shape=[{size},{size},{size}]")
-        row = {"ranks": n, "wall_s_per_step": float(p["wall_s"].median())}
+        sets = weak_sets(n, weak_box) if weak_box else [f"grid.shape=[{size},{size},{size}]"]
+        p = _run(n, Path(tmp) / f"{'w' if weak_box else 'b'}{n}.zarr", minutes, *sets,
+                 f"parallel.lod_mode={lod_mode}")
+        row = {"ranks": n, "wall_s_per_step": float(p["wall_s"].median()), "sets": sets}
         if n > 1:
             row.update({
                 "cells_s_per_rank": _ranks(p, "cells_s_r", n), "fields_s_per_rank": _ranks(p, "fields_s_r", n),
@@ -195,11 +214,30 @@ def project(p_axis, design=None, gpus=(64, 512)):
     return out
 
 
+def _scaling_table(rows) -> list:
+    md = ["| ranks | grid | wall s / step | vs 1 rank | cell phases s (max rank) | field step s (max rank) | "
+          "rank 0 other s | rank 0 MB / step | T cells max/mean |", "|---|---|---|---|---|---|---|---|---|"]
+    w1 = rows[0]["wall_s_per_step"]
+    for r in rows:
+        grid = next((s.split("=", 1)[1] for s in r.get("sets", []) if s.startswith("grid.shape=")), "")
+        if r["ranks"] == 1:
+            md.append(f"| 1 | {grid} | {r['wall_s_per_step']:.3f} | 1.00 | - | - | - | - | - |")
+            continue
+        t = np.array(r["tcells_per_rank"])
+        md.append(f"| {r['ranks']} | {grid} | {r['wall_s_per_step']:.3f} | {r['wall_s_per_step'] / w1:.2f} | "
+                  f"{max(r['cells_s_per_rank']):.4f} | {max(r['fields_s_per_rank']):.4f} | {r['rank0_other_s']:.4f} | "
+                  f"{r['rank0_bytes_per_step'] / 1e6:.1f} | {t.max() / t.mean():.2f} |")
+    return md
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--minutes", type=int, default=12)
+    ap.add_argument("--lod-mode", default="partitioned", choices=["partitioned", "bitwise"],
+                    help="parallel.lod_mode of the runs (default: partitioned, the config default)")
+    ap.add_argument("--weak-box", type=int, default=32, help="voxels per axis of a rank's box in the weak-scaling runs")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--project-only", metavar="JSON",
                     help="redo only the projection, from the runs and crossings measured in this results JSON")
@@ -207,10 +245,14 @@ def main(argv=None) -> int:
     if args.project_only:
         old = json.loads(Path(args.project_only).read_text())
         rows, bal, cross = old["scaling"], old["corner"], old["crossings"]
+        weak = old.get("weak", [])
         args.size, args.minutes, date = old["size"], old["minutes"], old["date_utc"]
+        args.lod_mode = old.get("lod_mode", "bitwise")  # results before 2026-12-02 ran the then-default bitwise
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = scaling(tmp, args.ranks, args.minutes, args.size)
+            rows = scaling(tmp, args.ranks, args.minutes, args.size, args.lod_mode)
+            weak = scaling(tmp, [n for n in args.ranks if n in WEAK_GRIDS], args.minutes, args.size, args.lod_mode,
+                           weak_box=args.weak_box)
             bal = corner(tmp, args.minutes, args.size)
         cross = crossings(size=args.size)
         date = common.utc_now()
@@ -219,18 +261,13 @@ def main(argv=None) -> int:
     md = [f"# Whole runs across MPI ranks ({common._cpu_model()}, {os.cpu_count()} cores, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
-          "oversubscribed. Rank 0 holds the whole state and sends every rank its part each step.", "",
-          "| ranks | wall s / step | vs 1 rank | cell phases s (max rank) | field step s (max rank) | "
-          "rank 0 other s | rank 0 MB / step | T cells max/mean |", "|---|---|---|---|---|---|---|---|"]
-    w1 = rows[0]["wall_s_per_step"]
-    for r in rows:
-        if r["ranks"] == 1:
-            md.append(f"| 1 | {r['wall_s_per_step']:.3f} | 1.00 | - | - | - | - | - |")
-            continue
-        t = np.array(r["tcells_per_rank"])
-        md.append(f"| {r['ranks']} | {r['wall_s_per_step']:.3f} | {r['wall_s_per_step'] / w1:.2f} | "
-                  f"{max(r['cells_s_per_rank']):.4f} | {max(r['fields_s_per_rank']):.4f} | {r['rank0_other_s']:.4f} | "
-                  f"{r['rank0_bytes_per_step'] / 1e6:.1f} | {t.max() / t.mean():.2f} |")
+          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. Rank 0 holds the whole state and sends "
+          "every rank its part each step.", "", "### Strong scaling", ""]
+    md += _scaling_table(rows)
+    if weak:
+        md += ["", f"### Weak scaling ({args.weak_box}³ voxels per rank; the tumour's volume and the T cells grow "
+               "with the grid)", "", "Ideal: the same wall time per step on every rank count (ratio 1.00).", ""]
+        md += _scaling_table(weak)
     md += ["", "## A tumour in one corner (4 ranks, process grid (2, 2, 1))", "",
            "| parallel.balance | T cells per rank | T cells max/mean | cell-phase seconds max/mean |", "|---|---|---|---|"]
     for k, v in bal.items():
@@ -262,6 +299,7 @@ def main(argv=None) -> int:
     stem = f"mpi_run_cpu_{date[:10]}"
     (out_dir / f"{stem}.json").write_text(json.dumps({"date_utc": date, "git": common.git_provenance(),
                                                       "size": args.size, "minutes": args.minutes, "scaling": rows,
+                                                      "weak": weak, "lod_mode": args.lod_mode, "weak_box": args.weak_box,
                                                       "corner": bal, "crossings": cross, "projection": proj,
                                                       "designs": designs},
                                                      indent=1, default=float))
