@@ -104,6 +104,17 @@ def bytes_per_tcell(columns=None) -> int:
     return sum(np.dtype(COLUMNS[c][0]).itemsize * int(np.prod(COLUMNS[c][1], dtype=np.int64)) for c in names)
 
 
+def check_column_names(columns, what: str) -> None:
+    """``columns`` (names) must be known T-cell columns and include ``pos_um`` and ``uid``; else a
+    ``ValueError`` naming ``what`` needs them."""
+    unknown = set(columns) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown T-cell column(s) {sorted(unknown)}; known: {list(COLUMNS)}")
+    for name in ("pos_um", "uid"):
+        if name not in columns:
+            raise ValueError(f"{what} needs the {name!r} column")
+
+
 class TCellStore:
     """T cells as a structure of arrays on ``backend`` (``backend.xp`` is numpy or cupy).
 
@@ -144,12 +155,7 @@ class TCellStore:
 
         Returns the slice of the new rows. Unknown or mis-shaped columns are a ``ValueError``.
         """
-        unknown = set(columns) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown T-cell column(s) {sorted(unknown)}; known: {list(COLUMNS)}")
-        for name in ("pos_um", "uid"):
-            if name not in columns:
-                raise ValueError(f"TCellStore.append needs the {name!r} column")
+        check_column_names(columns, "TCellStore.append")
         xp = self.backend.xp
         m = int(xp.asarray(columns["uid"]).reshape(-1).shape[0])
         if self.n + m > self.capacity:

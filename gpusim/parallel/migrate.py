@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..agents import rules as R
-from ..agents.tcell_store import COLUMNS
+from ..agents.tcell_store import COLUMNS, check_column_names
 from .cells import region
 from .decomposition import Box, Decomposition
 
@@ -87,12 +87,7 @@ class Traffic:
 # -- one buffer per message --------------------------------------------------------------------------
 def _column_names(columns) -> tuple:
     """The names of ``columns`` in ``COLUMNS`` order, checked."""
-    unknown = set(columns) - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown T-cell column(s) {sorted(unknown)}; known: {list(COLUMNS)}")
-    for name in ("pos_um", "uid"):
-        if name not in columns:
-            raise ValueError(f"T cells to exchange need the {name!r} column")
+    check_column_names(columns, "an exchange of T cells")
     names = tuple(c for c in COLUMNS if c in columns)
     n = columns["uid"].shape[0]
     for c in names:
