@@ -45,7 +45,10 @@ LOD_B_PER_VOXEL = 24  # per LOD field step
 TCELL_B_PER_AGENT = 200  # sort + sense + move + engage, mid of DESIGN's 150-250
 LATTICE_B_PER_VOXEL = 8
 STEADY_B_PER_VOXEL_PER_SOLVE = 2000  # assumption: ~10 V-cycles of ~200 B/voxel (float64 levels)
-STEADY_SWEEPS_PER_SOLVE = 40  # assumption: fine-level smoothing sweeps needing a halo (10 V-cycles x 4)
+# fine-level-equivalent halo exchanges per solve, measured with gpusim.parallel.steady: 9 face exchanges per
+# level and V-cycle (8 B per face cell; tests/test_mpi_steady.py counts them), 9 cycles (steady.py: 8 at 64³,
+# 9 at 128³), coarse levels adding 1/3 (a quarter of the face area each)
+STEADY_SWEEPS_PER_SOLVE = 9 * 9 * 4 / 3
 #: the partitioned LOD's bytes per cut line and sweep, as gpusim.parallel.partitioned sends them: the x
 #: sweep with per-voxel reaction 8 * (6 + 2) (A, C, D of two reduced rows, two ends back), the
 #: position-only y and z sweeps 8 * (2 + 2) (right sides only)
