@@ -148,24 +148,27 @@ def _store_info(path, console: Console) -> int:
 
 
 def _ranks_table(perf):
-    """Per MPI rank: T cells, seconds in the cell phases and in the field step, with the imbalance
-    (max / mean over ranks) — from an MPI run's perf/ columns; None for a one-process run. The first
-    step (compilation) is left out."""
-    cols = [c for c in perf.columns if c.startswith("cells_s_r") or c.startswith("fields_s_r")]
+    """Per MPI rank: T cells, seconds in the cell phases, the field step and the steady solves, with the
+    imbalance (max / mean over ranks) — from an MPI run's perf/ columns (those the run has); None for a
+    one-process run. The first step (compilation) is left out."""
+    kinds = [("tcells_r", "T cells (mean)", "mean", "{:.1f}"), ("cells_s_r", "cell phases (s)", "sum", "{:.3f}"),
+             ("fields_s_r", "field step (s)", "sum", "{:.3f}"), ("steady_s_r", "steady solves (s)", "sum", "{:.3f}")]
+    cols = [c for c in perf.columns if c.startswith(("cells_s_r", "fields_s_r"))]
     if not cols or len(perf) < 2:
         return None
     p = perf.iloc[1:]
     n = 1 + max(int(c.rsplit("_r", 1)[1]) for c in cols)
-    table = Table("rank", "T cells (mean)", "cell phases (s)", "field step (s)",
-                  title=f"MPI ranks over {len(p)} steps (perf/)")
-    per = {k: [] for k in ("tcells", "cells", "fields")}
+    kinds = [k for k in kinds if any(f"{k[0]}{r}" in p for r in range(n))]
+    table = Table("rank", *(k[1] for k in kinds), title=f"MPI ranks over {len(p)} steps (perf/)")
+    per = {k[0]: [] for k in kinds}
     for r in range(n):
-        vals = (p.get(f"tcells_r{r}"), p.get(f"cells_s_r{r}"), p.get(f"fields_s_r{r}"))
-        got = [float(v.mean()) if k == 0 else float(v.sum()) if v is not None else float("nan")
-               for k, v in enumerate(vals)]
-        for key, v in zip(per, got):
-            per[key].append(v)
-        table.add_row(str(r), f"{got[0]:.1f}", f"{got[1]:.3f}", f"{got[2]:.3f}")
+        row = []
+        for prefix, _, how, fmt in kinds:
+            v = p.get(f"{prefix}{r}")
+            got = float("nan") if v is None else float(v.mean() if how == "mean" else v.sum())
+            per[prefix].append(got)
+            row.append(fmt.format(got))
+        table.add_row(str(r), *row)
 
     def imbalance(values):
         a = np.asarray(values, np.float64)

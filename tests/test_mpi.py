@@ -229,6 +229,11 @@ def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_p
         assert r.returncode == 0, r.stderr[-3000:]
     assert _differing(many, one) == []
     assert gpusim.open_run(many).n_frames["timeseries"] == 6
+    # `gpusim info` of a fields-only N-rank store: the per-rank table has the field step and no T cells
+    info = subprocess.run([sys.executable, "-m", "gpusim.cli", "info", str(many)], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS="160"), timeout=120)
+    assert info.returncode == 0, info.stderr[-2000:]
+    assert "MPI ranks over" in info.stdout and "field step" in info.stdout and "T cells (mean)" not in info.stdout
 
 
 @needs_mpi[0]
@@ -431,6 +436,7 @@ def test_even_boxes_give_the_same_store_and_perf_records_each_ranks_share(tmp_pa
                           env=dict(os.environ, COLUMNS="120"), timeout=120)
     assert info.returncode == 0, info.stderr[-2000:]
     assert "MPI ranks over 39 steps" in info.stdout and "max/mean" in info.stdout
+    assert "steady solves" in info.stdout  # O₂'s solves on all ranks (gpusim.parallel.steady)
 
 
 def test_balanced_runs_tile_the_axis_and_share_the_weight():
