@@ -206,12 +206,14 @@ class Simulation:
             st.n_tcell = xp.zeros(shape, dtype=xp.uint8)
         return st
 
-    def _init_steady(self):
+    def _init_steady(self, solve=None):
+        """``init = "steady"``: every substrate at its steady state (``solve``: as in
+        ``FieldUpdate.solve_steady``; an MPI run's mirror solves on all ranks, gpusim.parallel.run)."""
         from .fields.steady import SteadyStateUndefined
 
         for name in self.field_update.plans:
             try:
-                self.field_update.solve_steady(self.state, name)
+                self.field_update.solve_steady(self.state, name, solve=solve)
             except SteadyStateUndefined as exc:
                 log.info("init = 'steady': %s keeps its initial value (%s)", name, exc)
 

@@ -238,6 +238,26 @@ def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_p
 
 @needs_mpi[0]
 @needs_mpi[1]
+def test_init_steady_on_ranks_keeps_a_substrate_without_steady_state_as_one_process_does(tmp_path):
+    """init = "steady" runs on all ranks; the chemokine here (no decay, no tumour to take it up) has no
+    steady state: every rank finds so at the same point, the field keeps its initial value, the run goes
+    on and the store is the one-process store."""
+    cfg = tmp_path / "fields.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver="lod").replace('init = "given"', 'init = "steady"')
+                   .replace("decay_per_min = 0.05", "decay_per_min = 0.0"))
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "2", "--out", str(many), "--set", "parallel.lod_mode=bitwise", n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "init = steady: the initial fields were solved on all 2 ranks" in p.stdout
+    assert _gpusim("run", str(cfg), "--minutes", "2", "--out", str(one)).returncode == 0
+    assert _differing(many, one) == []
+    f = gpusim.open_run(many).fields
+    assert float(f["chemokine"].values[0].min()) == float(f["chemokine"].values[0].max()) == 1.0  # kept
+    assert float(f["mg"].values[0].max()) > 0.1  # solved: Mg from the vessels
+
+
+@needs_mpi[0]
+@needs_mpi[1]
 def test_mpiexec_refuses_gpu_ranks_and_writes_nothing(tmp_path):
     out = tmp_path / "run.zarr"
     p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), "--set", "backend=cuda", n=2)
@@ -358,6 +378,7 @@ def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy,
     p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(many), *extra, n=n)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"parallel: {n} MPI ranks" in p.stdout
+    assert f"init = steady: the initial fields were solved on all {n} ranks" in p.stdout
     assert _differing(one, many) == []
     r = gpusim.open_run(many)
     assert r.timeseries["kills"].iloc[-1] > 0 and r.timeseries["tumor_births"].iloc[-1] > 0

@@ -113,10 +113,11 @@ class BoxFieldRun:
             fu = FieldUpdate(cfg, select_backend("cpu"))
             self.plans = {n: p for n, p in fu.plans.items() if p.method != "steady"}
             self.steady_plans = {n: p for n, p in fu.plans.items() if p.method == "steady"}
+            self._solve_plans = fu.plans  # what solve_steady may solve: init = "steady" solves every substrate
             self.kernels = fu._fk
             self.steady = None  # grids of one multigrid level are solved on rank 0 alone
             self.steady_bytes = 0  # rank 0: steady boxes sent and gathered, the solves' own messages
-            if self.steady_plans and DistributedSteady.supported(shape):
+            if (self.steady_plans or cfg.init == "steady") and DistributedSteady.supported(shape):
                 self.steady = DistributedSteady(comm, self.decomp)
             self.fields, self._operands, self._spare = {}, {}, {}
             self.step_count = 0
@@ -222,7 +223,7 @@ class BoxFieldRun:
         from ..fields import mg_cpu
 
         name = header["name"]
-        plan = self.steady_plans[name]
+        plan = self._solve_plans[name]
         if plan.serum != header["serum"]:
             plan.set_serum(header["serum"])  # the call rank 0's events made: the same coefficients
         flags = int(header["flags"])

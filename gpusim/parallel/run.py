@@ -14,8 +14,8 @@ Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (
 sends each rank its box of the field and operands, the ranks run :mod:`gpusim.parallel.steady`,
 bitwise the one-process solve, and rank 0 gathers the solution into the mirror; the mirror's
 ``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on non-convergence).
-``init = "steady"`` at set-up is solved by rank 0 alone (once per run), as are grids with a single
-multigrid level (at most 2 voxels per axis).
+``init = "steady"`` at set-up is solved by all ranks the same way (``_mirror``); grids with a single
+multigrid level (at most 2 voxels per axis) are solved by rank 0 alone.
 
 The price of this version: rank 0 holds the whole state and sends and receives it every step, so it
 spreads the arithmetic, not the memory or the bytes; therapy events, recruitment, daughters and
@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from ..fields.steady import SteadyStateUndefined
 from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
 
@@ -91,24 +92,50 @@ class DistributedFields:
         sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + gathered + steady_bytes)
 
     def _solve_steady(self, state, name, tol):
-        """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` on their boxes (the mirror's
-        field and operands sent, the solution gathered into it); returns rank 0's SteadyInfo, which
-        every rank shares (its cycles and maxima are the ranks' exact combinations)."""
-        comm = self.box.comm
-        header = self.box.steady_header(state, self._inner, name, tol)
-        comm.bcast_json(header)
-        info, seconds = self.box.solve_steady(header, state, self._inner)
-        self._steady_s[0] += seconds
-        for r in range(1, comm.size):
-            buf = np.empty(1, np.float64)
-            comm.recv(buf, r, _TAG_PERF)
-            self._steady_s[r] += float(buf[0])
+        """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` (``steady_on_ranks``)."""
+        info, seconds = steady_on_ranks(self.box, self._inner, state, name, tol)
+        for r, sec in enumerate(seconds):
+            self._steady_s[r] += sec
         return info
 
     def _bytes(self) -> int:
         """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes, reduced rows."""
         b = self.box
         return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes + b.partitioned_bytes)
+
+
+def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float):
+    """Rank 0: substrate ``name`` of ``state`` (the mirror's; ``fu`` its FieldUpdate) solved to its
+    steady state by all ranks on their boxes (the field and operands sent, the solution gathered into
+    ``state``). Returns rank 0's SteadyInfo, which every rank shares (its cycles and maxima are the
+    ranks' exact combinations), and each rank's seconds. A problem without a steady state raises
+    SteadyStateUndefined on every rank at the same point, before the solution is gathered."""
+    comm = box.comm
+    header = box.steady_header(state, fu, name, tol)
+    comm.bcast_json(header)
+    info, own = box.solve_steady(header, state, fu)
+    seconds = [own]
+    for r in range(1, comm.size):
+        buf = np.empty(1, np.float64)
+        comm.recv(buf, r, _TAG_PERF)
+        seconds.append(float(buf[0]))
+    return info, seconds
+
+
+def _mirror(cfg, box: BoxFieldRun):
+    """Rank 0's whole-grid Simulation of ``cfg``; with ``init = "steady"`` its initial steady solves run
+    on all ranks (the others wait in ``_follow``) when the grid has multigrid levels to share."""
+    from ..simulation import Simulation
+
+    if box.steady is None:
+        return Simulation(cfg)
+
+    class Mirror(Simulation):
+        def _init_steady(self, solve=None):
+            super()._init_steady(solve=lambda state, name, tol: steady_on_ranks(box, self.field_update, state,
+                                                                                 name, tol)[0])
+
+    return Mirror(cfg)
 
 
 def _follow(comm, box: BoxFieldRun, cells) -> None:
@@ -126,7 +153,10 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             box.gather_into()
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "steady":
-            _, seconds = box.solve_steady(msg)
+            try:
+                _, seconds = box.solve_steady(msg)
+            except SteadyStateUndefined:
+                continue  # raised on rank 0 at the same point (init = "steady" then keeps the field)
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "cells":
             cells.follow(msg)
@@ -168,7 +198,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
             raise
         return 0
     try:
-        mirror = make_mirror()
+        mirror = make_mirror(box)
         fields = DistributedFields(box, mirror.field_update)
         swap = {id(mirror.field_update): fields}
         if mirror.cells is not None:
@@ -192,7 +222,6 @@ def _describe(comm, box) -> str:
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
     """``gpusim run`` on ``comm.size`` > 1 ranks (see the module docstring); returns the exit code."""
     from ..cli import _after, _report
-    from ..simulation import Simulation
 
     if _refuse(cfg, comm, console):
         return 2
@@ -201,6 +230,9 @@ def run_cli(args, cfg, comm, console, minutes: float) -> int:
         for line in mirror.info():
             console.print(line)
         console.print(_describe(comm, box))
+        if cfg.init == "steady":
+            where = f"on all {comm.size} ranks" if box.steady_bytes else "on rank 0 (too few voxels to share)"
+            console.print(f"init = steady: the initial fields were solved {where}")
         if args.out is not None:
             mirror.attach_store(args.out, overwrite=args.overwrite)
             mirror._store["writer"].set_attr("parallel", {"ranks": comm.size, "ranks_zyx": list(box.decomp.ranks_zyx),
@@ -209,7 +241,7 @@ def run_cli(args, cfg, comm, console, minutes: float) -> int:
         _report(mirror, summary, console)
         return _after(summary, args.out, console)
 
-    return _drive(cfg, comm, console, lambda: Simulation(cfg.with_overrides({"backend": "cpu"})), body)
+    return _drive(cfg, comm, console, lambda box: _mirror(cfg.with_overrides({"backend": "cpu"}), box), body)
 
 
 def resume_cli(args, comm, console, planned_minutes) -> int:
@@ -236,4 +268,4 @@ def resume_cli(args, comm, console, planned_minutes) -> int:
         _report(mirror, summary, console)
         return _after(summary, args.store, console)
 
-    return _drive(cfg, comm, console, lambda: Simulation.resume(args.store, backend="cpu"), body)
+    return _drive(cfg, comm, console, lambda box: Simulation.resume(args.store, backend="cpu"), body)

@@ -11,9 +11,9 @@ import sys
 
 from rich.console import Console
 
-from gpusim import Config, Simulation
+from gpusim import Config
 from gpusim.parallel import comm as mpi_comm
-from gpusim.parallel.run import _drive
+from gpusim.parallel.run import _drive, _mirror
 
 
 def main(config_path, out, minutes, seeds):
@@ -29,7 +29,7 @@ def main(config_path, out, minutes, seeds):
             results[seed] = {k: [float(v) for v in vals] for k, vals in mirror.timeseries.items()}
             return 0
 
-        _drive(cfg, comm, console, lambda cfg=cfg: Simulation(cfg), body)
+        _drive(cfg, comm, console, lambda box, cfg=cfg: _mirror(cfg, box), body)
     if comm.rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)
