@@ -238,6 +238,7 @@ def test_mpiexec_gpusim_run_writes_the_single_process_store_and_resumes_on_one_p
 
 @needs_mpi[0]
 @needs_mpi[1]
+@pytest.mark.slow  # the default suite runs init = "steady" on ranks in every busy-config test
 def test_init_steady_on_ranks_keeps_a_substrate_without_steady_state_as_one_process_does(tmp_path):
     """init = "steady" runs on all ranks; the chemokine here (no decay, no tumour to take it up) has no
     steady state: every rank finds so at the same point, the field keeps its initial value, the run goes

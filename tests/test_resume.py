@@ -132,7 +132,7 @@ def _wait_for_checkpoint(path, proc, timeout=300):
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.3, pytest.param(0.05, marks=pytest.mark.slow),
+@pytest.mark.parametrize("delay_s", [0.0, pytest.param(0.3, marks=pytest.mark.slow), pytest.param(0.05, marks=pytest.mark.slow),
                                      pytest.param(0.6, marks=pytest.mark.slow),
                                      pytest.param(1.1, marks=pytest.mark.slow)])
 def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_run(tmp_path, cli_whole, delay_s):
