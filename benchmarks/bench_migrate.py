@@ -147,7 +147,7 @@ def main(argv=None) -> int:
                            timeout=600)
             rows += json.loads(Path(out).read_text())
     load.append(os.getloadavg()[0])
-    md = [f"# T-cell migration and ghost exchange across MPI ranks ({platform_name()}, {common.utc_now()})", "",
+    md = [f"# T-cell migration and ghost exchange across MPI ranks ({common.cpu_name()}, {common.utc_now()})", "",
           f"{args.cells:,} T cells uniform over {args.size}³ voxels (dx = {DX_UM:g} µm), one thread per rank, "
           f"{os.cpu_count()} cores (ranks beyond them are oversubscribed); per call, summed over ranks: rows and "
           "bytes sent in data messages, their number (and the most one rank sent), and the counts all-to-all's "
@@ -173,16 +173,12 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"migrate_cpu_{common.utc_now()[:10]}"
     (out_dir / f"{stem}.json").write_text(json.dumps({"date_utc": common.utc_now(), "git": common.git_provenance(),
-                                                      "device": platform_name(), "cells": args.cells,
+                                                      "device": common.cpu_name(), "cells": args.cells,
                                                       "size": args.size, "load_average_1min": load, "rows": rows},
                                                      indent=1))
     (out_dir / f"{stem}.md").write_text(text)
     print(text)
     return 0
-
-
-def platform_name() -> str:
-    return f"{common._cpu_model()}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     load.append(os.getloadavg()[0])
     cores = os.cpu_count()
     n3 = args.size ** 3
-    md = [f"# Fields across MPI ranks ({platform_name()}, {common.utc_now()})", "",
+    md = [f"# Fields across MPI ranks ({common.cpu_name()}, {common.utc_now()})", "",
           f"{args.size}³ Mg with vessels, one thread per rank, {cores} cores (ranks beyond them are oversubscribed), "
           f"{args.steps} timed 1-min steps after one warm-up (wall: the fastest); 1-min load average {load[0]:.1f} before, "
           f"{load[1]:.1f} after (other work on the machine stretches the wall column). Bytes: sent per step, summed "
@@ -144,10 +144,6 @@ def main(argv=None) -> int:
     (out_dir / f"{stem}.md").write_text(text)
     print(text)
     return 0
-
-
-def platform_name() -> str:
-    return f"{common._cpu_model()}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

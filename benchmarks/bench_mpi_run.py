@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         date = common.utc_now()
     proj = project(cross["p_axis_change_per_step"])
     designs = {name: project(cross["p_axis_change_per_step"], d) for name, d in DESIGNS.items()}
-    md = [f"# Whole runs across MPI ranks ({common._cpu_model()}, {os.cpu_count()} cores, {date})", "",
+    md = [f"# Whole runs across MPI ranks ({common.cpu_name()}, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
           f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. Rank 0 holds the whole state and sends "

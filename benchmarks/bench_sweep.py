@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = len(members)
-    md = [f"# Sweep throughput ({common._cpu_model()}, {os.cpu_count()} cores, {common.utc_now()})", "",
+    md = [f"# Sweep throughput ({common.cpu_name()}, {common.utc_now()})", "",
           f"{n} members of `baseline` on a {args.size}³ block, {minutes:g} simulated min each, one thread per "
           "member; the JIT cache warm. Overhead: a worker's time per member beyond the member's own wall time.", "",
           "| mode | workers | wall s | members / hour | mean member s | overhead per member |",

@@ -52,6 +52,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_name() -> str:
+    """This machine's CPU for a results title: model and core count."""
+    return f"{_cpu_model()}, {os.cpu_count()} cores"
+
+
 def device_info(backend) -> dict:
     """Facts about the machine and the backend a benchmark ran on (goes into the JSON as is)."""
     import numba
