@@ -20,7 +20,7 @@ multigrid level (at most 2 voxels per axis) are solved by rank 0 alone.
 The price of this version: rank 0 holds the whole state and sends and receives it every step, so it
 spreads the arithmetic, not the memory or the bytes; therapy events, recruitment, daughters and
 infusions run on rank 0. Ranks holding their own state, writing their own shards, is the next step
-(MODEL.md 'Parallel runs').
+(MODEL.md 'Parallel runs'; its design: docs/owned_state.md).
 """
 
 from __future__ import annotations
