@@ -324,3 +324,72 @@ def test_placement_picks_the_same_slots_as_a_full_sort_of_the_keys():
         slot = g.integers(0, 4, n).astype(np.int64)
         full = np.lexsort((slot, voxel, h))[:count]
         assert np.array_equal(smallest_slots(h, voxel, slot, count), full), (n, count)
+
+
+def test_recruitment_on_a_region_of_the_grid_equals_the_whole_grid_recruitment(tmp_path):
+    """The recruit kernel on a rank's region (a box of the grid grown by one voxel, its arrays in a frame)
+    decides every vessel voxel of the box exactly as on the whole grid: the draw is keyed by the global
+    voxel, the recruit placed in global µm, and the occupancy after the step's moves read from the
+    region's T cells (what ranks keeping their own state need, docs/owned_state.md). Without the frame
+    the decisions differ, so the comparison has power."""
+    from gpusim.agents import rules as R
+
+    shape = (12, 12, 12)
+    mask = np.random.default_rng(7).random(shape) < 0.2
+    sim = gpusim.Simulation(config(shape, substrates=[{"name": "mg"}, {"name": "chemokine"}],
+                                   vessels={"kind": "file", "path": vessel_file(tmp_path, mask)},
+                                   tumor={"initial_radius_um": 45.0},
+                                   tcells={"initial_count": 400, "placement": "vessels", "max_per_voxel": 2,
+                                           "recruit_per_vessel_per_min": 0.5}))
+    sim.run(minutes=3, progress=False)  # the store keeps the last step's sort, flags and proposals
+    cs, st, s = sim.cells, sim.state, sim.cells.store
+    nz, ny, nx = cs.dims
+    step = np.int64(st.step - 1)
+    tumor, chem = st.tumor.reshape(-1), st.fields["chemokine"].reshape(-1)
+    scale, half = np.float32(0.5) * cs.serum_lfa1(sim), np.float32(sim.config.tcells.recruit_chemokine_half_nM)
+
+    def recruit(frame, dims, vessels, offsets, counts, voxel, flags, prop, tum, ch):
+        m = vessels.shape[0]
+        pos, flag = np.zeros((m, 3), np.float32), np.zeros(m, np.uint8)
+        cs.k.recruit(np.int64(m), cs.seed, step, cs.p, *dims, frame, vessels, scale, half, offsets, counts,
+                     voxel, flags, prop, tum, ch, pos, flag)
+        return pos, flag
+
+    n_sorted = int(cs.offsets[-1])
+    rows = slice(0, n_sorted)
+    whole_v = np.flatnonzero(st.vessel.reshape(-1)).astype(np.int64)
+    whole_pos, whole_flag = recruit(R.whole_frame(nz, ny, nx), cs.dims, whole_v, cs.offsets, cs.counts,
+                                    s.voxel[rows], s.flags[rows], s.prop[rows], tumor, chem)
+    assert whole_flag.sum() > 0 and (whole_flag == 0).sum() > 0
+
+    box = (slice(3, 8), slice(0, 12), slice(5, 12))  # the rank's box
+    reg = (slice(2, 9), slice(0, 12), slice(4, 12))  # grown by one voxel, clipped to the grid
+    lo = np.array([r.start for r in reg])
+    rshape = tuple(r.stop - r.start for r in reg)
+    gz, gy, gx = np.unravel_index(s.voxel[rows], shape)
+    inside = np.all([(c >= r.start) & (c < r.stop) for c, r in zip((gz, gy, gx), reg)], axis=0)
+    keep = np.flatnonzero(inside)  # in the sort's order: (voxel, uid) stays sorted within the region
+
+    def local(v):
+        z, y, x = np.unravel_index(np.where(v >= 0, v, 0), shape)
+        ok = (v >= 0) & np.all([(c >= r.start) & (c < r.stop) for c, r in zip((z, y, x), reg)], axis=0)
+        lv = np.ravel_multi_index((np.clip(z - lo[0], 0, rshape[0] - 1), np.clip(y - lo[1], 0, rshape[1] - 1),
+                                   np.clip(x - lo[2], 0, rshape[2] - 1)), rshape)
+        return np.where(ok, lv, -1).astype(np.int64)
+
+    voxel, prop = local(s.voxel[rows][keep]), local(s.prop[rows][keep])
+    counts = np.bincount(voxel, minlength=int(np.prod(rshape))).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    vz, vy, vx = np.unravel_index(whole_v, shape)
+    in_box = np.all([(c >= b.start) & (c < b.stop) for c, b in zip((vz, vy, vx), box)], axis=0)
+    region_v = np.ravel_multi_index((vz[in_box] - lo[0], vy[in_box] - lo[1], vx[in_box] - lo[2]), rshape)
+    frame = tuple(np.int64(v) for v in (*lo, *shape))
+    args = (tuple(np.int64(n) for n in rshape), region_v.astype(np.int64), offsets, counts, voxel,
+            s.flags[rows][keep], prop, np.ascontiguousarray(st.tumor[reg]).reshape(-1),
+            np.ascontiguousarray(st.fields["chemokine"][reg]).reshape(-1))
+    pos, flag = recruit(frame, *args)
+    assert in_box.sum() > 10 and flag.sum() > 0
+    np.testing.assert_array_equal(flag, whole_flag[in_box])
+    np.testing.assert_array_equal(pos[flag == 1], whole_pos[in_box][whole_flag[in_box] == 1])
+    _, unframed = recruit(R.whole_frame(*rshape), *args)
+    assert not np.array_equal(unframed, flag)

@@ -225,9 +225,9 @@ class CellStep:
         out_flag = xp.empty(m, xp.uint8)
         s = self.store
         nz, ny, nx = self.dims
-        self.k.recruit(np.int64(m), self.seed, step, self.p, nz, ny, nx, self._vessel_list, np.float32(scale),
-                       np.float32(tc.recruit_chemokine_half_nM), self.offsets, self.counts, s.voxel, s.flags,
-                       s.prop, tumor, chem, out_pos, out_flag)
+        self.k.recruit(np.int64(m), self.seed, step, self.p, nz, ny, nx, R.whole_frame(nz, ny, nx),
+                       self._vessel_list, np.float32(scale), np.float32(tc.recruit_chemokine_half_nM), self.offsets,
+                       self.counts, s.voxel, s.flags, s.prop, tumor, chem, out_pos, out_flag)
         idx = xp.flatnonzero(out_flag)
         if idx.shape[0] == 0:
             return

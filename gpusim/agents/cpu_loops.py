@@ -84,10 +84,10 @@ def accept(n, seed, step, p, nz, ny, nx, offsets, counts, uid, state, voxel, pos
 
 
 @numba.njit(parallel=True, cache=True)
-def recruit(m, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts, voxel, flags,
+def recruit(m, seed, step, p, nz, ny, nx, fr, vessel_list, rate_scale, half_nM, offsets, counts, voxel, flags,
             prop, tumor, chem, out_pos, out_flag):
     for k in numba.prange(m):
-        R.recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts,
+        R.recruit_one(k, seed, step, p, nz, ny, nx, fr, vessel_list, rate_scale, half_nM, offsets, counts,
                       voxel, flags, prop, tumor, chem, out_pos, out_flag)
 
 

@@ -94,11 +94,11 @@ def _accept(n, seed, step, p, nz, ny, nx, offsets, counts, uid, state, voxel, po
 
 
 @cuda.jit
-def _recruit(m, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts, voxel, flags,
+def _recruit(m, seed, step, p, nz, ny, nx, fr, vessel_list, rate_scale, half_nM, offsets, counts, voxel, flags,
              prop, tumor, chem, out_pos, out_flag):
     k = cuda.grid(1)
     if k < m:
-        R.recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts,
+        R.recruit_one(k, seed, step, p, nz, ny, nx, fr, vessel_list, rate_scale, half_nM, offsets, counts,
                       voxel, flags, prop, tumor, chem, out_pos, out_flag)
 
 

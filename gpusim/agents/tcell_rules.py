@@ -11,7 +11,7 @@ from gpusim import rng
 from gpusim.agents import params as P
 from gpusim.agents.rule_base import (ENGAGED, EV_KILLED, FL_BORN, FL_DIED, FL_DISENGAGED, FL_ENGAGED, FL_KILL,
                                      FL_MOVED, FREE, LIVE, NO_DIV, TDEAD, _ONE, _ZERO, _add_prod, _norm3, capacity,
-                                     field_at, jitter, lfa1_relax, lfa1_target, random_direction, split_voxel,
+                                     field_at, global_voxel, jitter, lfa1_relax, lfa1_target, random_direction, split_voxel,
                                      voxel_of_pos)
 from gpusim.rng import F32, F64, U64
 
@@ -277,12 +277,13 @@ def occupancy_after_moves(v, nz, ny, nx, offsets, counts, voxel, flags, prop):
 
 
 @register_jitable
-def recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, offsets, counts, voxel,
+def recruit_one(k, seed, step, p, nz, ny, nx, fr, vessel_list, rate_scale, half_nM, offsets, counts, voxel,
                 flags, prop, tumor, chem, out_pos, out_flag):
-    """R: vessel voxel ``vessel_list[k]`` recruits one T cell with probability
-    1 - exp(-rate_scale * c/(c + half) * dt) (c: local chemokine; rate_scale already holds the per-vessel
-    rate and the serum-Mg factor) where its capacity allows; the recruit sits at a Philox-drawn point
-    in the middle of the voxel."""
+    """R: vessel voxel ``vessel_list[k]`` (an index of the arrays of frame ``fr``) recruits one T cell
+    with probability 1 - exp(-rate_scale * c/(c + half) * dt) (c: local chemokine; rate_scale already
+    holds the per-vessel rate and the serum-Mg factor) where its capacity allows; the recruit sits at a
+    Philox-drawn point in the middle of the voxel. The draw is keyed by the global voxel and the
+    position is global, so a rank holding a region of the grid recruits exactly as one process."""
     out_flag[k] = 0
     v = vessel_list[k]
     rate = rate_scale
@@ -293,16 +294,17 @@ def recruit_one(k, seed, step, p, nz, ny, nx, vessel_list, rate_scale, half_nM, 
         rate = rate * (c / (c + half_nM))
     if rate <= _ZERO:
         return
-    r0, r1, r2, r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, v, step, rng.PURPOSE_RECRUIT, 0)
+    z, y, x = split_voxel(v, ny, nx)
+    r0, r1, r2, r3 = rng.philox_voxel(seed, rng.STREAM_VOXELS, global_voxel(z, y, x, fr), step,
+                                      rng.PURPOSE_RECRUIT, 0)
     if not rng.fires(rng.u01(r0), rate, p[P.DT]):
         return
     if occupancy_after_moves(v, nz, ny, nx, offsets, counts, voxel, flags, prop) >= capacity(tumor[v], p):
         return
-    z, y, x = split_voxel(v, ny, nx)
     dxum = p[P.DX]
-    out_pos[k, 0] = jitter(z, r1, dxum)
-    out_pos[k, 1] = jitter(y, r2, dxum)
-    out_pos[k, 2] = jitter(x, r3, dxum)
+    out_pos[k, 0] = jitter(z + fr[0], r1, dxum)
+    out_pos[k, 1] = jitter(y + fr[1], r2, dxum)
+    out_pos[k, 2] = jitter(x + fr[2], r3, dxum)
     out_flag[k] = 1
 
 
