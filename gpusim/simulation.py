@@ -247,9 +247,11 @@ class Simulation:
         return None if self.cells is None else self.cells.store
 
     def tcell_snapshot(self) -> dict:
-        """Host arrays of the living T cells: ``uid`` (uint64), ``position_um`` (N x 3, z y x, µm),
-        ``state`` (uint8, :class:`TCellState`), ``lfa1`` (A, fraction), ``kills`` (uint16),
-        ``function`` (1 - E), ``target`` (global voxel of an engaged cell's target, -1 otherwise)."""
+        """Host arrays of the living T cells in uid order: ``uid`` (uint64), ``position_um`` (N x 3,
+        z y x, µm), ``state`` (uint8, :class:`TCellState`), ``lfa1`` (A, fraction), ``kills`` (uint16),
+        ``function`` (1 - E), ``target`` (global voxel of an engaged cell's target, -1 otherwise).
+        The order is canonical (not the store's, which depends on the last sort and on where new
+        cells were appended), so a snapshot is the same whichever process or rank held the cells."""
         empty = {"uid": np.zeros(0, np.uint64), "position_um": np.zeros((0, 3), np.float32),
                  "state": np.zeros(0, np.uint8), "lfa1": np.zeros(0, np.float32),
                  "kills": np.zeros(0, np.uint16), "function": np.zeros(0, np.float32),
@@ -257,7 +259,8 @@ class Simulation:
         if self.cells is None:
             return empty
         h = self.cells.store.to_host()
-        keep = h["state"] != np.uint8(TCellState.DEAD)
+        keep = np.flatnonzero(h["state"] != np.uint8(TCellState.DEAD))
+        keep = keep[np.argsort(h["uid"][keep], kind="stable")]
         target = np.where(h["state"] == np.uint8(TCellState.ENGAGED), h["target"], -1)
         return {"uid": h["uid"][keep], "position_um": h["pos_um"][keep], "state": h["state"][keep],
                 "lfa1": h["lfa1"][keep], "kills": h["kills"][keep], "function": h["function"][keep],

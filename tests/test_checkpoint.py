@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpusim
+from gpusim.agents.tcell_store import TCellState
 from gpusim.io.checkpoint import CheckpointError, capture, restore
 from test_cells_determinism import busy_config, state_of
 
@@ -97,3 +98,23 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
     assert checkpoint.latest_slot(path) == before
     arrays, meta = checkpoint.read(path)
     assert meta["step"] == 5
+
+
+def test_snapshots_and_checkpoints_hold_the_t_cells_in_uid_order_whatever_the_store_order():
+    """The live store is in its last sort's (voxel, uid) order with daughters and recruits appended; a
+    snapshot and a checkpoint hold the same rows in uid order (canonical, so a run whose cells were
+    held by several ranks writes the same arrays), and the store itself is left as it was."""
+    sim = gpusim.Simulation(_config())
+    sim.run(minutes=20, progress=False)
+    s = sim.tcells
+    live = np.asarray(s.uid[: s.n]).copy()
+    assert np.any(live[1:] < live[:-1]), "the store happens to be in uid order: no power"
+    snap = sim.tcell_snapshot()
+    assert np.all(snap["uid"][1:] > snap["uid"][:-1])
+    alive = np.asarray(s.state[: s.n]) != np.uint8(TCellState.DEAD)
+    assert sorted(snap["uid"].tolist()) == sorted(live[alive].tolist())
+    arrays, _ = capture(sim)
+    order = np.argsort(live, kind="stable")
+    np.testing.assert_array_equal(arrays["tcells/uid"], live[order])
+    np.testing.assert_array_equal(arrays["tcells/pos_um"], np.asarray(s.pos_um[: s.n])[order])
+    np.testing.assert_array_equal(np.asarray(s.uid[: s.n]), live)

@@ -42,8 +42,9 @@ def capture(sim) -> tuple[dict, dict]:
             arrays[f"lattice/{name}"] = be.to_host(getattr(st, name))
     if sim.cells is not None:
         host = sim.cells.store.to_host()
+        order = np.argsort(host["uid"], kind="stable")  # canonical: whoever held the rows, the same arrays
         for name in STATE_COLUMNS:
-            arrays[f"tcells/{name}"] = host[name]
+            arrays[f"tcells/{name}"] = host[name][order]
     for name, values in sim.timeseries.items():
         arrays[f"timeseries/{name}"] = values
     meta = {

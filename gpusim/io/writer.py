@@ -18,7 +18,8 @@ are written; a reader ignores anything beyond it, so a frame cut short by a cras
 ``tcells/``         ragged snapshots every ``output.tcells_every_min``: ``position_um`` (N x 3, z y x,
                     float32), ``uid`` (uint64), ``state`` (uint8), ``lfa1`` (float32), ``kills`` (uint16)
                     concatenated over frames; ``offsets`` (int64, frames + 1; frame k is rows
-                    offsets[k]:offsets[k+1]); ``time_min``. Only with a [tcells] section.
+                    offsets[k]:offsets[k+1]), within a frame in uid order; ``time_min``. Only with a
+                    [tcells] section.
 ``tracks/``         ragged records of a fixed subset of T cells every ``output.tracks_every_min`` (with
                     ``output.tracks_count``): ``position_um`` (N x 3, z y x), ``uid``, ``state``, ``lfa1``,
                     ``offsets`` and ``time_min`` as in ``tcells/``; within a frame rows are in uid order. The
