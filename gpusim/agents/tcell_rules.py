@@ -11,8 +11,8 @@ from gpusim import rng
 from gpusim.agents import params as P
 from gpusim.agents.rule_base import (ENGAGED, EV_KILLED, FL_BORN, FL_DIED, FL_DISENGAGED, FL_ENGAGED, FL_KILL,
                                      FL_MOVED, FREE, LIVE, NO_DIV, TDEAD, _ONE, _ZERO, _add_prod, _norm3, capacity,
-                                     field_at, global_voxel, jitter, lfa1_relax, lfa1_target, random_direction, split_voxel,
-                                     voxel_of_pos)
+                                     field_at, global_voxel, jitter, lfa1_relax, lfa1_target, random_direction,
+                                     split_voxel, voxel_of_pos)
 from gpusim.rng import F32, F64, U64
 
 # ==================================================================================================

@@ -316,9 +316,9 @@ class RunWriter:
         return jobs
 
     def _tracks_snapshot(self, snap: dict) -> dict:
-        """The rows of ``snap`` (living T cells) whose uid is tracked, in uid order."""
+        """The rows of ``snap`` (living T cells, in uid order: ``Simulation.tcell_snapshot``) whose uid is
+        tracked, in the snapshot's order."""
         keep = np.flatnonzero(np.isin(snap["uid"], self._tracked))
-        keep = keep[np.argsort(snap["uid"][keep], kind="stable")]
         return {col: np.asarray(snap[col])[keep] for col in TRACK_COLUMNS}
 
     def _take_rows(self) -> dict:
