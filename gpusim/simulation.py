@@ -98,8 +98,11 @@ def _as_config(config) -> tuple[Config, Path | None]:
 
 
 def field_summary(reduce, c, n_voxels: int) -> dict:
-    """Mean (exact fixed-point sum / voxels, gpusim.reduce), min and max of one field."""
-    return {"mean": reduce.exact_sum(c) / n_voxels, "min": float(c.min()), "max": float(c.max())}
+    """Mean (exact fixed-point sum / voxels, gpusim.reduce), min and max of one field (gpusim.census,
+    the rule the MPI ranks share)."""
+    from .census import field_stats
+
+    return field_stats(reduce, c, n_voxels)
 
 
 class Recorder:
@@ -355,6 +358,7 @@ class Simulation:
                     self.step()
                     done += 1
         self.backend.synchronize()
+        self.synchronize_state()
         interrupted = done < n_steps
         if self._store is not None:
             self._store["writer"].flush()
@@ -366,6 +370,11 @@ class Simulation:
         return RunSummary(done * self.dt_min, done, wall, self.field_stats(), cells, interrupted)
 
     # -- the run store ---------------------------------------------------------------------------
+    def synchronize_state(self) -> None:
+        """Bring this object's whole-grid state up to date before the run's end reads it (the final
+        checkpoint, the summary). Nothing to do on one process, where the state is this object's; an
+        MPI driver whose ranks keep their own state overrides it to gather them (docs/owned_state.md)."""
+
     def attach_store(self, path, overwrite: bool = False, resume_step: int | None = None) -> None:
         """Write this run to the Zarr run store at ``path`` from now on (a writer and a checkpointer
         appended to the operations). ``resume_step``: continue an existing store from that step."""

@@ -1,13 +1,12 @@
 """The region-fill primitive (gpusim.parallel.regions): every rank's region, however it overlaps the
-others' or cuts the source boxes, comes out equal to slicing the global array. In-process ranks (one
-thread each, a mailbox standing in for MPI) run the real ``Regions.fill`` for every layout the owned
+others' or cuts the source boxes, comes out equal to slicing the global array. In-process ranks
+(tests/threadcomm.py) run the real ``Regions.fill`` for every layout the owned
 driver needs; under ``mpiexec`` (marker ``mpi``) the same fills cross real ranks."""
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,57 +17,11 @@ from gpusim.parallel.regions import Regions, intersect, plan
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "mpi"))
-from regions_driver import CASES, global_array, grown, layouts  # noqa: E402
+from regions_driver import CASES, global_array, layouts  # noqa: E402
 from test_mpi import _launch, needs_mpi  # noqa: E402
 
-
-class _Mailbox:
-    """Messages between in-process ranks: (source, dest, tag) -> a copy of the buffer."""
-
-    def __init__(self):
-        self.box, self.cv = {}, threading.Condition()
-
-
-class ThreadComm:
-    """One in-process rank: just the ``exchange`` of gpusim's communicator (copies, in any order)."""
-
-    is_mpi = True
-
-    def __init__(self, mail, rank, size):
-        self.mail, self.rank, self.size = mail, rank, size
-
-    def exchange(self, sends, recvs, tag):
-        with self.mail.cv:
-            for d, b in sends.items():
-                self.mail.box[(self.rank, d, tag)] = np.array(b, copy=True)
-            self.mail.cv.notify_all()
-        for s, b in recvs.items():
-            with self.mail.cv:
-                self.mail.cv.wait_for(lambda: (s, self.rank, tag) in self.mail.box, timeout=10)
-                got = self.mail.box.pop((s, self.rank, tag))
-            assert got.shape == b.shape and got.dtype == b.dtype, (got.shape, b.shape)
-            b[...] = got
-
-
-def _run_ranks(size, work):
-    """``work(comm)`` on ``size`` in-process ranks; their results in rank order (errors re-raised)."""
-    mail, out, errors = _Mailbox(), [None] * size, []
-
-    def one(r):
-        try:
-            out[r] = work(ThreadComm(mail, r, size))
-        except BaseException as e:  # noqa: BLE001 - re-raised below on the test's thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    if errors:
-        raise errors[0]
-    assert not mail.box, "messages sent but never received"
-    return out
+sys.path.insert(0, str(HERE))
+from threadcomm import run_ranks as _run_ranks  # noqa: E402
 
 
 def _fill_everywhere(case, tail=()):

@@ -274,41 +274,18 @@ class CellStep:
 
     # -- what a run exposes ---------------------------------------------------------------------
     def columns(self, sim) -> dict:
-        """This step's timeseries values of the cells (exact integer or fixed-point reductions)."""
+        """This step's timeseries values of the cells (gpusim.census: exact integer or fixed-point
+        reductions, the rule the MPI ranks share)."""
+        from gpusim import census
+
         st, xp = sim.state, self.backend.xp
-        s = self.store
-        tumor = st.tumor
-        alive = s.state != np.uint8(R.TDEAD)
-        n_alive = int(xp.count_nonzero(alive))
-        n_live = int(xp.count_nonzero(tumor == R.LIVE))
-        # LFA-1 mean in 2**-24 fixed point: an integer sum, the same in any order and on any device
-        fixed = xp.where(alive, xp.floor(s.lfa1.astype(xp.float64) * 2.0**24 + 0.5), 0.0).astype(xp.int64)
-        lfa1_mean = float(int(fixed.sum()) / 2.0**24 / n_alive) if n_alive else float("nan")
-        out = {
-            "tumor_live": n_live,
-            "tumor_dead": int(xp.count_nonzero(tumor == R.DEAD)),
-            "tumor_necrotic": int(xp.count_nonzero(tumor == R.NECROTIC)),
-            "tumor_births": self.totals["tumor_births"],
-            "tumor_deaths": self.totals["tumor_deaths"],
-            "tcells": n_alive,
-            "tcells_engaged": int(xp.count_nonzero(s.state == np.uint8(R.ENGAGED))),
-            "tcells_exhausted": int(xp.count_nonzero(alive & (s.function < np.float32(self.cfg.tcells.exhausted_below))))
-            if self.cfg.tcells is not None else 0,
-            "engagements": self.totals["engagements"],
-            "kills": self.totals["kills"],
-            "lfa1_mean": lfa1_mean,
-        }
+        exhausted_below = self.cfg.tcells.exhausted_below if self.cfg.tcells is not None else None
+        counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below)
         mg = st.fields.get("mg")
         if mg is not None:
-            if n_live:
-                red = self.backend.kernels("reduce")
-                masked = mg * st.n_tumor.astype(xp.float32)  # exact: a product with 0 or 1
-                out["mg_tumor_mean_mM"] = red.exact_sum(masked) / n_live
-                out["mg_tumor_min_mM"] = float(mg[tumor == R.LIVE].min())
-            else:
-                out["mg_tumor_mean_mM"] = float("nan")
-                out["mg_tumor_min_mM"] = float("nan")
-        return out
+            n_live = int(counts[census.CELL_COUNTS.index("tumor_live")])
+            mg = census.mg_tumor(self.backend.kernels("reduce"), xp, mg, st.n_tumor, st.n_voxels, n_live)
+        return census.cell_columns(counts, self.totals, mg)
 
 
 def summarize(ts: dict) -> dict:
