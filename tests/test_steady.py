@@ -445,3 +445,22 @@ def _cuda_devices():
 @pytest.mark.skipif(_cuda_devices() == 0, reason="CuPy sees no CUDA device")
 def test_cuda_equals_cpu_bitwise_on_64_cubed():
     assert_bitwise_equal(kernel_outputs(mg_cuda, (64, 64, 64)), kernel_outputs(mg_cpu, (64, 64, 64)))
+
+
+def test_steady_is_due_predicts_exactly_the_steps_that_re_solve():
+    """FieldUpdate.steady_is_due (the pure predicate MPI ranks evaluate for themselves) says yes in the
+    step starting at t = 0, 3, 6, ... for update_every_min = 3, and no in the others."""
+    import gpusim
+
+    sim = gpusim.Simulation({"seed": 1, "grid": {"shape": [6, 6, 6], "dx_um": 20.0},
+                             "substrates": [{"name": "o2", "update_every_min": 3.0}], "backend": "cpu"})
+    fu = sim.field_update
+    solved = []
+    real = fu.solve_steady
+    fu.solve_steady = lambda state, name, **kw: (solved.append(state.time_min), real(state, name, **kw))[1]
+    predicted = []
+    for _ in range(10):
+        if fu.steady_is_due(sim.time_min, "o2"):
+            predicted.append(sim.time_min)
+        sim.step()
+    assert predicted == solved == [0.0, 3.0, 6.0, 9.0]

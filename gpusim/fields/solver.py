@@ -85,11 +85,17 @@ class FieldUpdate:
                 self._advance(state, name, plan)
             self.apply_holds(sim, name)
 
-    def steady_if_due(self, state, name, solve=None) -> None:
-        """Re-solve steady substrate ``name`` when ``update_every_min`` has passed since its last solve
-        (``solve``: as in :meth:`solve_steady`)."""
+    def steady_is_due(self, time_min: float, name: str) -> bool:
+        """Whether steady substrate ``name`` is re-solved in the step starting at ``time_min``:
+        ``update_every_min`` has passed since its last solve (or it was never solved). Pure, so MPI
+        ranks that hold no whole-grid state take the same decision as rank 0."""
         last = self._last_steady.get(name)
-        if last is None or state.time_min - last >= self.plans[name].update_every_min - 1e-9:
+        return last is None or time_min - last >= self.plans[name].update_every_min - 1e-9
+
+    def steady_if_due(self, state, name, solve=None) -> None:
+        """Re-solve steady substrate ``name`` when :meth:`steady_is_due` (``solve``: as in
+        :meth:`solve_steady`)."""
+        if self.steady_is_due(state.time_min, name):
             self.solve_steady(state, name, solve=solve)
             self._last_steady[name] = state.time_min
 
