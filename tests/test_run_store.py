@@ -450,3 +450,32 @@ def test_tracks_and_events_survive_a_resume_from_an_older_checkpoint(tmp_path):
             else:
                 xs, ys = x[col].to_numpy(), y[col].to_numpy()
             assert xs.dtype == ys.dtype and xs.tobytes() == ys.tobytes(), (name, col)
+
+
+def test_event_rows_of_disjoint_parts_of_the_store_merge_into_the_whole_stores_rows():
+    """What MPI ranks holding disjoint T cells send rank 0 (docs/owned_state.md step 11): the rows of
+    any partition of the store, merged, are the rows of the whole store, byte for byte."""
+    from types import SimpleNamespace
+
+    from gpusim.io.layout import event_rows, merge_event_rows
+
+    sim = gpusim.Simulation(_tracks_events_config())
+    rng = np.random.default_rng(8)
+    total = 0
+    for step in range(24):
+        sim.step()
+        s = sim.tcells
+        whole = event_rows(s, np, np.asarray, step)
+        cols = {c: np.asarray(getattr(s, c)) for c in ("flags", "hit", "uid", "target")}
+        for holder in (rng.integers(0, 3, s.n), (np.asarray(s.voxel) * 7) % 2):
+            parts = [event_rows(SimpleNamespace(n=int(np.count_nonzero(holder == r)),
+                                                **{c: a[holder == r] for c, a in cols.items()}), np, np.asarray, step)
+                     for r in range(3)]
+            merged = merge_event_rows(parts)
+            if whole is None:
+                assert merged is None
+                continue
+            assert all(merged[c].dtype == whole[c].dtype and merged[c].tobytes() == whole[c].tobytes()
+                       for c in whole), step
+        total += 0 if whole is None else whole["step"].shape[0]
+    assert total > 0

@@ -26,6 +26,48 @@ TUMOR_LABELS = ((0, "EMPTY", (0, 0, 0, 0)), (1, "LIVE", (230, 60, 60, 255)), (2,
                 (3, "NECROTIC", (70, 70, 70, 255)))
 
 
+def event_rows(store, xp, to_host, step: int):
+    """The events table's rows (EVENT_COLUMNS, host arrays) of step ``step`` from a T-cell store read
+    at the step's end: a row per hit, kill, disengage and engage flagged on a T cell (``voxel``: the
+    target's global index), sorted by (uid, kind). That order is canonical: the rows of several
+    stores holding disjoint T cells (MPI ranks) give one store's rows by :func:`merge_event_rows`.
+    None when the step has no events. ``xp``/``to_host``: the store's array module and its copy to
+    the host."""
+    from ..agents import rules as R
+
+    s = store
+    if s.n == 0:
+        return None
+    fl = s.flags
+    mask = ((fl & np.uint8(R.FL_ENGAGED | R.FL_KILL | R.FL_DISENGAGED)) != 0) | (s.hit != 0)
+    rows = xp.flatnonzero(mask)
+    if int(rows.shape[0]) == 0:
+        return None
+    f, h = to_host(fl[rows]), to_host(s.hit[rows])
+    uid, target = to_host(s.uid[rows]), to_host(s.target[rows])
+    code = EVENT_KINDS.index
+    parts = [(h != 0, code("hit")), ((f & R.FL_KILL) != 0, code("kill")),
+             ((f & R.FL_DISENGAGED) != 0, code("disengage")), ((f & R.FL_ENGAGED) != 0, code("engage"))]
+    uids = np.concatenate([uid[m] for m, _ in parts]).astype(np.uint64)
+    kinds = np.concatenate([np.full(int(np.count_nonzero(m)), c, np.uint8) for m, c in parts])
+    voxels = np.concatenate([target[m] for m, _ in parts]).astype(np.int64)
+    order = np.lexsort((kinds, uids))
+    return {"step": np.full(int(order.size), int(step), np.int64), "kind": kinds[order], "uid": uids[order],
+            "voxel": voxels[order]}
+
+
+def merge_event_rows(parts):
+    """One step's event rows from the rows of stores holding disjoint T cells (:func:`event_rows` of
+    each; None entries skipped): concatenated and sorted by (uid, kind), the one-store order. None
+    when no part has rows."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    rows = {c: np.concatenate([p[c] for p in parts]).astype(dt) for c, dt in EVENT_COLUMNS.items()}
+    order = np.lexsort((rows["kind"], rows["uid"]))
+    return {c: a[order] for c, a in rows.items()}
+
+
 def is_due(t_end: float, every_min: float) -> bool:
     """True when ``t_end`` is a multiple of ``every_min`` to 1e-9 (relative to max(1, t))."""
     k = round(t_end / every_min)

@@ -74,7 +74,7 @@ import numpy as np
 
 from .background import WriteQueue
 from .layout import (EVENT_COLUMNS, EVENT_KINDS, ROW_CHUNK, TCELL_COLUMNS, TRACK_COLUMNS, TRACK_DRAW, TUMOR_LABELS,
-                     append_image, append_ragged, append_rows, block_mean2, choose_tracked, create_image,
+                     append_image, event_rows, append_ragged, append_rows, block_mean2, choose_tracked, create_image,
                      create_ragged, create_table, image_shards, is_due, ome_multiscale, zstd_codec)
 from .store import StoreError, create_store, get_attrs, open_store, set_status
 
@@ -376,29 +376,10 @@ class RunWriter:
     # -- events --------------------------------------------------------------------------------
     def _collect_events(self, sim) -> None:
         """Buffer this step's engage/hit/kill/disengage rows (read at the end of the step)."""
-        from ..agents import rules as R
-
-        s = sim.cells.store
-        if s.n == 0:
-            return
-        xp, host = sim.backend.xp, sim.backend.to_host
-        fl = s.flags
-        mask = ((fl & np.uint8(R.FL_ENGAGED | R.FL_KILL | R.FL_DISENGAGED)) != 0) | (s.hit != 0)
-        rows = xp.flatnonzero(mask)
-        if int(rows.shape[0]) == 0:
-            return
-        f, h = host(fl[rows]), host(s.hit[rows])
-        uid, target = host(s.uid[rows]), host(s.target[rows])
-        parts = [(h != 0, 1), ((f & R.FL_KILL) != 0, 2), ((f & R.FL_DISENGAGED) != 0, 3),
-                 ((f & R.FL_ENGAGED) != 0, 0)]
-        uids = np.concatenate([uid[m] for m, _ in parts]).astype(np.uint64)
-        kinds = np.concatenate([np.full(int(np.count_nonzero(m)), code, np.uint8) for m, code in parts])
-        voxels = np.concatenate([target[m] for m, _ in parts]).astype(np.int64)
-        order = np.lexsort((kinds, uids))
-        m = int(order.size)
-        self._ev_pending.append({"step": np.full(m, int(sim.state.step), np.int64), "kind": kinds[order],
-                                 "uid": uids[order], "voxel": voxels[order]})
-        self._ev_pending_rows += m
+        rows = event_rows(sim.cells.store, sim.backend.xp, sim.backend.to_host, int(sim.state.step))
+        if rows is not None:
+            self._ev_pending.append(rows)
+            self._ev_pending_rows += int(rows["step"].shape[0])
 
     # -- the operation -------------------------------------------------------------------------
     def apply(self, sim) -> None:
