@@ -82,7 +82,8 @@ def cell_counts(xp, store, tumor, exhausted_below) -> np.ndarray:
     fixed = xp.where(alive, xp.floor(s.lfa1.astype(xp.float64) * 2.0**LFA1_BITS + 0.5), 0.0).astype(xp.int64)
     exhausted = (int(xp.count_nonzero(alive & (s.function < np.float32(exhausted_below))))
                  if exhausted_below is not None else 0)
-    lattice = [int(xp.count_nonzero(tumor == code)) if tumor is not None else 0 for code in (R.LIVE, R.DEAD, R.NECROTIC)]
+    lattice = [int(xp.count_nonzero(tumor == code)) if tumor is not None else 0
+               for code in (R.LIVE, R.DEAD, R.NECROTIC)]
     return np.array([int(xp.count_nonzero(alive)), *lattice, int(xp.count_nonzero(s.state == np.uint8(R.ENGAGED))),
                      exhausted, int(fixed.sum())], np.int64)
 

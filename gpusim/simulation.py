@@ -125,10 +125,10 @@ class Recorder:
         t_end = st.time_min + sim.dt_min
         self.columns["time_min"].append(t_end)
         for name, plan in sim.field_update.plans.items():
-            c = st.fields[name]
-            stats = field_summary(self._reduce, c, st.n_voxels)
+            stats = self.field_stats(sim, name)
             if not math.isfinite(stats["mean"]):
-                where = self._reduce.first_nonfinite(c)
+                sim.synchronize_state()
+                where = self._reduce.first_nonfinite(st.fields[name])
                 raise FieldNotFiniteError(
                     f"field {name!r} became non-finite at voxel (z, y, x) = {where} during the step "
                     f"ending at t = {t_end:g} min; check its rates and substeps (`gpusim info`)"
@@ -136,8 +136,16 @@ class Recorder:
             for stat, value in stats.items():
                 self.columns[f"{name}_{stat}_{plan.unit}"].append(value)
         if sim.cells is not None:
-            for name, value in sim.cells.columns(sim).items():
+            for name, value in self.cell_columns(sim).items():
                 self.columns[name].append(value)
+
+    def field_stats(self, sim, name: str) -> dict:
+        """Mean, min and max of field ``name`` this step (an MPI driver's recorder combines the ranks')."""
+        return field_summary(self._reduce, sim.state.fields[name], sim.state.n_voxels)
+
+    def cell_columns(self, sim) -> dict:
+        """The cell columns of this step's row."""
+        return sim.cells.columns(sim)
 
 
 class Simulation:
@@ -161,6 +169,7 @@ class Simulation:
         self.schedule = Schedule(cfg, self.state)
         self.field_update = FieldUpdate(cfg, self.backend)
         self.operations = [ApplyEvents()]
+        self.synchronizer = None  # set by an MPI driver whose ranks hold parts of the state (synchronize_state)
         self.cells = None
         self._manual_tcells = 0
         self._store = None
@@ -234,6 +243,7 @@ class Simulation:
 
     def field_host(self, name: str) -> np.ndarray:
         """A NumPy copy of field ``name``."""
+        self.synchronize_state()
         if name not in self.state.fields:
             raise KeyError(f"no substrate {name!r}; the run has {sorted(self.state.fields)}")
         return self.backend.to_host(self.state.fields[name])
@@ -371,9 +381,12 @@ class Simulation:
 
     # -- the run store ---------------------------------------------------------------------------
     def synchronize_state(self) -> None:
-        """Bring this object's whole-grid state up to date before the run's end reads it (the final
-        checkpoint, the summary). Nothing to do on one process, where the state is this object's; an
-        MPI driver whose ranks keep their own state overrides it to gather them (docs/owned_state.md)."""
+        """Bring this object's whole-grid state up to date before it is read as a whole (a field frame,
+        a checkpoint, the run's end, ``field_stats``). Nothing to do on one process, where the state is
+        this object's; on rank 0 of an MPI run whose ranks keep their own state, the driver's
+        ``synchronizer`` gathers it (gpusim.parallel.run, docs/owned_state.md)."""
+        if self.synchronizer is not None:
+            self.synchronizer()
 
     def attach_store(self, path, overwrite: bool = False, resume_step: int | None = None) -> None:
         """Write this run to the Zarr run store at ``path`` from now on (a writer and a checkpointer
@@ -408,6 +421,7 @@ class Simulation:
 
     def field_stats(self) -> dict:
         """Current mean/min/max of each field (exact fixed-point mean)."""
+        self.synchronize_state()
         red = self.backend.kernels("reduce")
         return {
             name: {"unit": plan.unit, **field_summary(red, self.state.fields[name], self.state.n_voxels)}

@@ -401,6 +401,69 @@ def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy,
 
 @needs_mpi[0]
 @needs_mpi[1]
+@pytest.mark.parametrize("solver", ["explicit", "lod"])
+def test_pull_at_gathers_a_field_at_chosen_voxels_and_nothing_else(tmp_path, solver):
+    """What recruitment on rank 0 reads of the chemokine field the ranks keep: its values at the vessel
+    voxels, gathered exactly, whichever rank holds each, the others left alone; a set kept across
+    calls and a new one."""
+    out = tmp_path / "pull_at.json"
+    _launch(3, "pull_at_driver.py", str(out), solver)
+    got = json.loads(out.read_text())
+    assert got["pulls"] == [True, True, True]
+    assert 0 < got["gathered_bytes"] <= (60 + 60 + 35) * 4
+
+
+_DOSED_EVENTS = """
+[[events]]
+name = "dose"
+type = "bolus"
+time_min = 12.0
+substrate = "mg"
+center_um = [150.0, 135.0, 120.0]
+radius_um = 60.0
+amount_umol = 1e-6
+[[events]]
+name = "clamp_tumour"
+type = "hold"
+time_min = 15.0
+duration_min = 10.0
+substrate = "chemokine"
+region = "tumor"
+value = 0.5
+[[events]]
+name = "clamp_sphere"
+type = "hold"
+time_min = 30.0
+substrate = "mg"
+center_um = [90.0, 75.0, 105.0]
+radius_um = 40.0
+value = 2.0
+"""
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("solver, n", [("explicit", 3), pytest.param("lod", 2, marks=_SLOW)])
+def test_a_bolus_and_holds_on_fields_the_ranks_keep_give_the_single_process_store(tmp_path, solver, n):
+    """The stepped fields live on the ranks between steps: a bolus (the mirror doses, the ranks get
+    the field back before the cell step reads it) and holds on the tumour and on a sphere (clamped on
+    the mirror, sent back) leave every byte of the store as one process writes it, with the fields in
+    the halo layout (explicit) and on z-slabs (bitwise LOD)."""
+    cfg = tmp_path / "dosed.toml"
+    cfg.write_text(f'solver = "{solver}"\n' + _BUSY + _DOSED_EVENTS)
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    for out, ranks in ((one, None), (many, n)):
+        p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(out), n=ranks)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert _differing(one, many) == []
+    ts = gpusim.open_run(one).timeseries
+    chem_min = next(c for c in ts if c.startswith("chemokine_min"))
+    assert ts["mg_max_mM"].iloc[-1] == np.float32(2.0) and ts[chem_min].iloc[20] <= 0.5  # the holds acted
+    assert ts["mg_mean_mM"].iloc[12] > ts["mg_mean_mM"].iloc[11]  # the bolus dosed
+
+
+@needs_mpi[0]
+@needs_mpi[1]
 @pytest.mark.slow
 def test_a_region_narrower_than_the_rules_reach_is_caught(tmp_path, busy, monkeypatch):
     """With one voxel of region around each box instead of CELL_GHOST the 4-rank store differs: the

@@ -78,9 +78,11 @@ def test_voxels_no_source_holds_keep_the_fill_value():
     src = [Box((0, 0, 0), (3, 5, 4)), None]  # the upper half of z has no holder
     dst = [Box((0, 0, 0), shape), Box((2, 0, 0), (3, 5, 4))]
     g = global_array(shape)
-    got = _run_ranks(2, lambda c: Regions(c, src, dst).fill(g[src[0].slices] if c.rank == 0 else None,
-                                                            out=None if c.rank == 0 else np.full((3, 5, 4), -7, g.dtype),
-                                                            fill_value=-7))
+    def work(c):
+        out = None if c.rank == 0 else np.full((3, 5, 4), -7, g.dtype)
+        return Regions(c, src, dst).fill(g[src[0].slices] if c.rank == 0 else None, out=out, fill_value=-7)
+
+    got = _run_ranks(2, work)
     assert np.array_equal(got[0][:3], g[:3]) and (got[0][3:] == -7).all()
     assert np.array_equal(got[1][:1], g[2:3]) and (got[1][1:] == -7).all()
 

@@ -297,6 +297,7 @@ class Checkpointer:
         """Checkpoint now (the run's writer must have flushed first). ``steps_done``: the step count the
         state corresponds to, when called from inside a step (before the counter advances)."""
         self._flush()
+        sim.synchronize_state()
         st = sim.state
         if steps_done is not None and steps_done != st.step:
             # inside a step: the clock is advanced after the operations; checkpoint the end-of-step state

@@ -2,10 +2,11 @@
 
 Each step rank 0 (which holds the whole lattice and T-cell store, gpusim.parallel.run) sorts the
 T cells and sends every rank the T cells of its *region* — its box grown by ``CELL_GHOST`` voxels on
-every side, clipped to the grid — with the lattice and the fields the rules read one voxel further
-out (so every engaged T cell's target is there). Each rank runs the six phases of the single-process
-step (:func:`gpusim.agents.cells.run_phases`, the same kernels) on arrays of that size, whose
-*frame* places them in the global grid. Rank 0 then takes back each rank's own box of the lattice
+every side, clipped to the grid — with the lattice the rules read one voxel further out (so every
+engaged T cell's target is there); the fields over that lattice region come from the ranks that hold
+them (``parallel.regions``: a stepped field from its owners' boxes, a steady one from rank 0).
+Each rank runs the six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`,
+the same kernels) on arrays of that size, whose *frame* places them in the global grid. Rank 0 then takes back each rank's own box of the lattice
 and the T cells that sat in it at the sort, and finishes the step (counts, recruitment, daughters)
 as one process does.
 
@@ -23,8 +24,8 @@ phase that reads its neighbours' results of an earlier phase shrinks the right z
 so the owned box is right after six voxels of region (``CELL_GHOST``). Redundant work on the
 ghosts instead of a halo exchange between phases: one message per rank and step.
 
-Scope of this version: rank 0 holds and re-sends the whole state every step (it scales the cell
-arithmetic; the other ranks' memory is their region's, rank 0's the whole run's); recruitment,
+Scope of this version: rank 0 holds and re-sends the lattice and T cells every step (it scales the
+cell arithmetic; the other ranks' memory is their region's, rank 0's the whole run's); recruitment,
 daughters and infusions run on rank 0 (they need the whole store's order, which the single-process
 run defines).
 """
@@ -43,6 +44,7 @@ from ..agents.spatial_index import sort_by_voxel_uid
 from ..agents.tcell_store import COLUMNS, TCellStore
 from ..backend import select_backend
 from .decomposition import Box, Decomposition, balanced_runs
+from .regions import Regions
 
 __all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
 
@@ -107,8 +109,10 @@ class _Lattice:
 class CellWorker:
     """One rank's part of the cell step: the six phases on its region (see the module docstring)."""
 
-    def __init__(self, cfg, comm, decomp: Decomposition, has_vessel: bool):
+    def __init__(self, cfg, comm, fields_run, has_vessel: bool):
         self.comm = comm
+        self.fields_run = fields_run  # the BoxFieldRun whose ranks hold the stepped fields
+        decomp = fields_run.decomp
         self.backend = select_backend("cpu")  # CPU ranks (GPU ranks are still to come)
         self.k = self.backend.kernels("agents")
         self.p = P.build(cfg)
@@ -136,6 +140,26 @@ class CellWorker:
         self.fields = {n: np.zeros(lr.shape, np.float32) for n in self.field_names}
         self._no_vessel = np.zeros(int(np.prod(lr.shape)), np.uint8)
         self.box_local = Box(tuple(o - lo for o, lo in zip(self.box.offset, lr.offset)), self.box.shape)
+        self._lregions = [region(decomp, r, w) for r in range(self.comm.size)]
+        self._field_moves = {}  # substrate -> Regions into the lattice regions of these boxes
+        self.field_bytes = 0  # sent and received in fill_fields
+
+    def fill_fields(self, mirror_fields=None) -> None:
+        """Every rank: the fields over this rank's lattice region, from the ranks that hold them (a
+        stepped field from its owners' boxes, a steady one from rank 0's mirror, ``mirror_fields``)."""
+        run = self.fields_run
+        for name, out in self.fields.items():
+            stepped = name in run.plans
+            if name not in self._field_moves:
+                src = (run.holder(name).boxes() if stepped else
+                       [Box((0, 0, 0), self.shape) if r == 0 else None for r in range(self.comm.size)])
+                self._field_moves[name] = Regions(self.comm, src, self._lregions)
+            moved = self._field_moves[name]
+            before = moved.bytes_sent + moved.bytes_received
+            local = (np.ascontiguousarray(run.interior(name)) if stepped
+                     else (mirror_fields[name] if self.comm.rank == 0 else None))
+            moved.fill(local, out=out)
+            self.field_bytes += moved.bytes_sent + moved.bytes_received - before
 
     def _to_local(self, v):
         """Global voxel indices (all >= 0) as indices of this rank's lattice arrays."""
@@ -151,15 +175,13 @@ class CellWorker:
         (oz, oy, ox), (ny, nx) = self.lregion.offset, self.shape[1:]
         return np.where(v >= 0, ((z + oz) * ny + (y + oy)) * nx + (x + ox), v)
 
-    def step(self, step: int, lattice: dict, fields: dict, rows: np.ndarray, columns: dict):
-        """Run the phases of step ``step`` on this rank's region, given its lattice and fields (arrays
-        of the lattice region) and its T cells (``rows``: their rows in rank 0's sorted store; voxel
-        indices global). Returns the box's lattice arrays, and the rows and columns of the T cells
-        that sat in the box, with global voxel indices."""
+    def step(self, step: int, lattice: dict, rows: np.ndarray, columns: dict):
+        """Run the phases of step ``step`` on this rank's region, given its lattice (arrays of the
+        lattice region; the fields are in place, :meth:`fill_fields`) and its T cells (``rows``: their
+        rows in rank 0's sorted store; voxel indices global). Returns the box's lattice arrays, and the
+        rows and columns of the T cells that sat in the box, with global voxel indices."""
         for name in self.lattice_in:
             getattr(self.lat, name)[...] = lattice[name]
-        for name, f in self.fields.items():
-            f[...] = fields[name]
         s = self.store
         s.n = 0
         local = np.zeros(0, bool)
@@ -195,12 +217,12 @@ class CellWorker:
         m = np.empty(1, np.int64)
         comm.recv(m, 0, _TAG)
         lattice = {n: _recv(comm, reg.shape, getattr(self.lat, n).dtype) for n in self.lattice_in}
-        fields = {n: _recv(comm, reg.shape, np.float32) for n in self.field_names}
         n = int(m[0])
         rows = _recv(comm, (n,), np.int64)
         columns = {c: _recv(comm, (n,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+        self.fill_fields()
         t0 = time.perf_counter()
-        out_lattice, out_rows, out_columns = self.step(int(msg["step"]), lattice, fields, rows, columns)
+        out_lattice, out_rows, out_columns = self.step(int(msg["step"]), lattice, rows, columns)
         comm.send(np.array([time.perf_counter() - t0, n], np.float64), 0, _TAG)
         for name in self.lattice_out:
             comm.send(out_lattice[name], 0, _TAG)
@@ -245,11 +267,12 @@ class DistributedCells:
 
     name = "cells"
 
-    def __init__(self, sim, comm, decomp: Decomposition):
+    def __init__(self, sim, comm, fields_run, fields_op):
         self.inner = sim.cells
-        self.comm, self.decomp = comm, decomp
+        self.comm, self.decomp = comm, fields_run.decomp
+        self.fields_op = fields_op  # rank 0's DistributedFields: the stepped fields live on the ranks
         self.balance = sim.config.parallel.balance
-        self.worker = CellWorker(sim.config, comm, decomp, has_vessel=sim.state.vessel is not None)
+        self.worker = CellWorker(sim.config, comm, fields_run, has_vessel=sim.state.vessel is not None)
         self._regions()
 
     def _regions(self) -> None:
@@ -270,6 +293,7 @@ class DistributedCells:
 
     def apply(self, sim) -> None:
         cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
+        self.fields_op.push_pending(sim)  # the fields the mirror changed (set-up, a bolus) before the rules read them
         t_start = time.perf_counter()
         cs._infuse(sim)
         cs.index(sim)
@@ -297,19 +321,19 @@ class DistributedCells:
         for r, (reg, lreg) in enumerate(zip(self.regions, self.lregions)):
             rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
             lattice = {n: getattr(st, n)[lreg.slices] for n in w.lattice_in}
-            fields = {n: st.fields[n][lreg.slices] for n in w.field_names}
             columns = {c: host[c][rows] for c in COLUMNS}
             if r == 0:
-                mine = (lattice, fields, rows, columns)
+                mine = (lattice, rows, columns)
                 continue
             send(np.array([rows.shape[0]], np.int64), r)
-            for a in (*(lattice[n] for n in w.lattice_in), *(fields[n] for n in w.field_names), rows,
-                      *(columns[c] for c in COLUMNS)):
+            for a in (*(lattice[n] for n in w.lattice_in), rows, *(columns[c] for c in COLUMNS)):
                 send(a, r)
-        lattice, fields, rows, columns = mine
+        before = w.field_bytes
+        w.fill_fields(st.fields)
+        moved += w.field_bytes - before
+        lattice, rows, columns = mine
         t0 = time.perf_counter()
-        results = [w.step(int(st.step), {k: np.ascontiguousarray(v) for k, v in lattice.items()},
-                          {k: np.ascontiguousarray(v) for k, v in fields.items()}, rows, columns)]
+        results = [w.step(int(st.step), {k: np.ascontiguousarray(v) for k, v in lattice.items()}, rows, columns)]
         seconds = [time.perf_counter() - t0]
         for r in range(1, comm.size):
             box = self.decomp.box(r)
@@ -337,5 +361,12 @@ class DistributedCells:
         # rank 0's time in this operation beyond its own share of the phases: sorting, packing,
         # messages and waiting for the slowest rank
         perf["cells_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
+        tc = sim.config.tcells
+        if tc is not None and tc.recruit_per_vessel_per_min > 0 and st.vessel is not None and "chemokine" in st.fields:
+            # recruitment (on rank 0 for now) reads the chemokine field at the vessel voxels
+            box = self.fields_op.box
+            before = box.gathered_bytes + box.scattered_bytes
+            self.fields_op.pull_at(sim, "chemokine", np.flatnonzero(st.vessel.reshape(-1)))
+            moved += box.gathered_bytes + box.scattered_bytes - before
         perf["cells_rank0_bytes"] = float(moved)  # sent and received by rank 0 this step
         cs.finish(sim)

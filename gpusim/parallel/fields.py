@@ -31,6 +31,10 @@ Steady substrates (the multigrid method, O₂'s default): in a coordinated run (
 ``solve_steady`` sends each rank its box of the field and operands, the ranks solve on the boxes with
 ``gpusim.parallel.steady`` (bitwise the one-process solve) and rank 0 gathers the solution.
 
+In a coordinated run the stepped fields stay on the ranks between steps: rank 0 sends the operands
+every step (``load``), a field only when its mirror changed it (``push``), and gathers one only when
+it reads it whole (``pull``); the timeseries statistics are combined over the ranks (``census``).
+
 Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
 rank): ``explicit`` and ``lod`` (either mode) substrates; not the ``steady`` method, the tumour, T
 cells or events (a coordinated run has them). The initial state (uniform or steady fields, vessels) is set up by the
@@ -50,6 +54,9 @@ from .steady import DistributedSteady
 
 __all__ = ["BoxFieldRun", "unsupported"]
 
+_TAG_AT = 510
+
+
 
 def make_plans(cfg) -> dict:
     from ..fields.coefficients import make_plan
@@ -59,7 +66,7 @@ def make_plans(cfg) -> dict:
 
 def unsupported(cfg, coordinated: bool = True) -> list:
     """What in ``cfg`` a run on several ranks cannot do yet (empty: it can). ``coordinated``: a
-    ``gpusim run`` under mpiexec (rank 0 holds the whole state, gpusim.parallel.run), which runs
+    ``gpusim run`` under mpiexec (rank 0 holds a whole-grid mirror, gpusim.parallel.run), which runs
     steady substrates, the lattice, T cells and events; else fields stepped alone (``advance``)."""
     out = []
     methods = {name: plan.method for name, plan in make_plans(cfg).items()}
@@ -101,7 +108,9 @@ class BoxFieldRun:
         self.dt_min = float(cfg.time.dt_min)
         self.redistributed_bytes = 0
         self._moves = {}  # (source, target) layouts -> Regions
+        self._at = {}  # field -> the voxels pull_at gathers (rank 0: per rank; others: their own)
         self.scattered_bytes = 0
+        self.gathered_bytes = 0  # rank 0: fields gathered into the mirror (pull)
         self.lod_mode = cfg.parallel.lod_mode
         self.partitioned = PartitionedLOD(comm, self.decomp)
         if self.lod_mode == "bitwise" and any(p.method == "lod" for p in make_plans(cfg).values()):
@@ -109,8 +118,8 @@ class BoxFieldRun:
             self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
             self.pencils = Decomposition(shape, ranks_zyx=choose_process_grid(comm.size, (1,) + shape[1:]))
         if coordinated:
-            # rank 0 sends the fields and their operands every step (load), and the steady substrates'
-            # when a solve is due (solve_steady)
+            # rank 0 sends the operands every step and a field when its mirror changed it (load, push),
+            # and the steady substrates' when a solve is due (solve_steady)
             fu = FieldUpdate(cfg, select_backend("cpu"))
             self.plans = {n: p for n, p in fu.plans.items() if p.method != "steady"}
             self.steady_plans = {n: p for n, p in fu.plans.items() if p.method == "steady"}
@@ -160,7 +169,7 @@ class BoxFieldRun:
         decomp = self.slabs if layout == "slab" else self.decomp
         return lambda a: np.ascontiguousarray(a[decomp.box(self.comm.rank).slices])
 
-    # -- coordinated runs (gpusim.parallel.run): rank 0's mirror sends the state every step -------------
+    # -- coordinated runs (gpusim.parallel.run): rank 0's mirror sends the operands every step -----------
     def header(self, sim) -> dict:
         """Rank 0: what the other ranks need to know of this step before ``load``: each stepped
         substrate's serum value (events change it) and operand flags (sources come and go)."""
@@ -172,24 +181,14 @@ class BoxFieldRun:
         return {"op": "fields", "substrates": out}
 
     def load(self, header: dict, sim=None) -> None:
-        """Every rank: this step's fields and operands from rank 0 (``sim``, its mirror; None elsewhere),
-        cut to the layout each substrate's kernels read."""
+        """Every rank: this step's operands from rank 0 (``sim``, its mirror; None elsewhere), cut to the
+        layout each substrate's kernels read, and the fields named in ``header["push"]`` (those the
+        mirror changed, or all at the first step; the others stay where the last step left them)."""
         from ..fields import layout as L
 
         st = None if sim is None else sim.state
         fu = None if sim is None else sim.field_update
         cache = {}
-
-        def part(key, layout, whole, dtype):
-            if (key, layout) not in cache:
-                if layout == "halo":
-                    cache[key, layout] = scatter(self.comm, self.halo, whole)
-                else:
-                    cache[key, layout] = scatter_box(self.comm, self.slabs if layout == "slab" else self.decomp,
-                                                     whole, dtype)
-                self.scattered_bytes += cache[key, layout].nbytes
-            return cache[key, layout]
-
         dummy_u8, dummy_f32 = np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1, 1), np.float32)
         for name, plan in self.plans.items():
             h = header["substrates"][name]
@@ -202,12 +201,108 @@ class BoxFieldRun:
                                                   (L.HAS_TUMOR, "n_tumor", ops[1], np.uint8, dummy_u8),
                                                   (L.HAS_TCELL, "n_tcell", ops[2], np.uint8, dummy_u8),
                                                   (L.HAS_SRC, "src:" + name, ops[3], np.float32, dummy_f32)):
-                arrays.append(part(key, self._layout(name), whole, dtype) if flags & bit else dummy)
+                arrays.append(self._part(cache, key, self._layout(name), whole, dtype) if flags & bit else dummy)
             self._operands[name] = (flags, *arrays)
-            whole = None if st is None else st.fields[name]
-            self.fields[name] = part("field:" + name, self._layout(name), whole, np.float32)
-            if plan.method == "explicit" and self._spare.get(name) is None:
+        self.push(header["push"], sim)
+
+    def _part(self, cache, key, layout, whole, dtype):
+        """This rank's cut of rank 0's whole-grid array ``whole`` for ``layout`` (once per key and layout)."""
+        if (key, layout) not in cache:
+            if layout == "halo":
+                cache[key, layout] = scatter(self.comm, self.halo, whole)
+            else:
+                cache[key, layout] = scatter_box(self.comm, self.slabs if layout == "slab" else self.decomp,
+                                                 whole, dtype)
+            self.scattered_bytes += cache[key, layout].nbytes
+        return cache[key, layout]
+
+    def push(self, names, sim=None) -> None:
+        """Every rank: the fields ``names`` from rank 0's mirror ``sim`` (None elsewhere) into the ranks'
+        layouts, replacing what they held."""
+        for name in names:
+            whole = None if sim is None else sim.state.fields[name]
+            self.fields[name] = self._part({}, "field:" + name, self._layout(name), whole, np.float32)
+            if self.plans[name].method == "explicit" and self._spare.get(name) is None:
                 self._spare[name] = np.empty_like(self.fields[name])
+
+    def pull(self, names, sim=None) -> None:
+        """Every rank: the fields ``names`` gathered from the ranks into rank 0's mirror ``sim``."""
+        for name in names:
+            whole = self.gather(name)
+            if sim is not None:
+                sim.state.fields[name][...] = whole
+                self.gathered_bytes += whole.nbytes - self.interior(name).nbytes
+
+    def pull_at(self, name: str, new: bool, voxels=None, sim=None) -> None:
+        """Every rank: field ``name``'s values at a set of global voxel indices into rank 0's mirror
+        ``sim`` (the mirror's other voxels stay stale). ``new``: the set changed since the last call
+        (rank 0 passes the indices, ``voxels``, and sends each rank those of its box, which it keeps),
+        else the last set is read again."""
+        comm, holder = self.comm, self.holder(name)
+        if new:
+            self._at[name] = self._split_at(holder, voxels)
+        parts = self._at[name]
+        own = np.ascontiguousarray(self.interior(name)).reshape(-1)
+        if comm.rank != 0:
+            comm.send(np.ascontiguousarray(own[parts]), 0, _TAG_AT)
+            return
+        flat = sim.state.fields[name].reshape(-1)
+        for r, (global_idx, local_idx) in enumerate(parts):
+            if r == 0:
+                flat[global_idx] = own[local_idx]
+                continue
+            vals = np.empty(global_idx.shape[0], np.float32)
+            comm.recv(vals, r, _TAG_AT)
+            flat[global_idx] = vals
+            self.gathered_bytes += vals.nbytes
+
+    def _split_at(self, holder: Decomposition, voxels):
+        """Rank 0: per rank (global indices, indices in that rank's box), each rank sent its box's local
+        indices; other ranks: their local indices, received."""
+        comm = self.comm
+        if comm.rank != 0:
+            n = np.empty(1, np.int64)
+            comm.recv(n, 0, _TAG_AT)
+            local = np.empty(int(n[0]), np.int64)
+            comm.recv(local, 0, _TAG_AT)
+            return local
+        ny, nx = holder.shape[1:]
+        z, y, x = voxels // (ny * nx), (voxels // nx) % ny, voxels % nx
+        parts = []
+        for r, b in enumerate(holder.boxes()):
+            (z0, y0, x0), (z1, y1, x1) = b.offset, b.stop
+            g = voxels[(z >= z0) & (z < z1) & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)]
+            gz, gy, gx = g // (ny * nx), (g // nx) % ny, g % nx
+            local = ((gz - z0) * b.shape[1] + (gy - y0)) * b.shape[2] + (gx - x0)
+            parts.append((g, local))
+            if r:
+                comm.send(np.array([local.shape[0]], np.int64), r, _TAG_AT)
+                comm.send(np.ascontiguousarray(local, np.int64), r, _TAG_AT)
+                self.scattered_bytes += 8 + local.nbytes
+        return parts
+
+    def census(self, header: dict, n_tumor=None):
+        """Every rank: the timeseries statistics of the stepped fields ``header["names"]`` combined over
+        the ranks (gpusim.census, bitwise the single-process row), and with ``header["mg_live"]`` (the
+        live tumour count) Mg's (mean, min) over the live tumour. ``n_tumor``: rank 0's whole-grid
+        array, cut to Mg's layout when Mg's operands do not hold it. Returns ({name: stats}, mg pair)."""
+        from .. import census as C
+        from .. import reduce as red  # the CPU ranks' reduce kernels
+        from ..fields import layout as L
+
+        n_voxels = int(np.prod(self.decomp.shape))
+        stats = {name: C.field_stats(red, np.ascontiguousarray(self.interior(name)), n_voxels, comm=self.comm)
+                 for name in header["names"]}
+        mg = None
+        if header.get("mg_live") is not None:
+            flags, _, nt, _, _ = self._operands["mg"]
+            if not flags & L.HAS_TUMOR:
+                nt = self._part({}, "n_tumor", self._layout("mg"), n_tumor, np.uint8)
+            if self._layout("mg") == "halo":
+                nt = nt[self.halo.interior]
+            mg = C.mg_tumor(red, np, np.ascontiguousarray(self.interior("mg")), np.ascontiguousarray(nt), n_voxels,
+                            int(header["mg_live"]), comm=self.comm)
+        return stats, mg
 
     def steady_header(self, state, fu, name: str, tol: float) -> dict:
         """Rank 0: the broadcast that starts a steady solve of ``name`` on all ranks (``solve_steady``)."""
@@ -254,13 +349,6 @@ class BoxFieldRun:
             self.steady_bytes += (total - own) * 4  # the gathered solution
         return info, seconds
 
-    def gather_into(self, sim=None) -> None:
-        """Every rank: the stepped fields back into rank 0's mirror ``sim``."""
-        for name, plan in self.plans.items():
-            whole = self.gather(name)
-            if sim is not None:
-                sim.state.fields[name][...] = whole
-
     def step(self) -> None:
         """One step of every substrate: ``n_sub`` explicit sub-steps (each after a halo exchange) or LOD
         steps (through the slab and pencil layouts, or partitioned on the boxes)."""
@@ -296,7 +384,7 @@ class BoxFieldRun:
     def _lod(self, name, plan) -> None:
         flags, vessel, nt, nc, src = self._operands[name]
         k = self.kernels
-        # coordinated: rank 0 sent the field straight to the slabs; standalone: it lives on the boxes
+        # coordinated: the field lives on the slabs between steps; standalone: on the boxes
         c = self.fields[name] if self.coordinated else self._move(self.decomp, self.slabs,
                                                                   np.ascontiguousarray(self.interior(name)))
         for _ in range(plan.n_sub):
@@ -323,10 +411,13 @@ class BoxFieldRun:
             return self.fields[name]
         return self.fields[name][self.halo.interior]
 
+    def holder(self, name: str) -> Decomposition:
+        """The decomposition whose boxes hold the ranks' :meth:`interior` of field ``name``."""
+        return self.slabs if self.coordinated and self._layout(name) == "slab" else self.decomp
+
     def gather(self, name: str, root: int = 0):
         """Field ``name`` over the whole grid on ``root`` (None on the other ranks)."""
-        decomp = self.slabs if self.coordinated and self._layout(name) == "slab" else self.decomp
-        return gather(self.comm, decomp, np.ascontiguousarray(self.interior(name)), root)
+        return gather(self.comm, self.holder(name), np.ascontiguousarray(self.interior(name)), root)
 
     @property
     def partitioned_bytes(self) -> int:

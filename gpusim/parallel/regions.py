@@ -81,7 +81,7 @@ class Regions:
     """Fill each rank's region (``dst_regions[rank]``, a Box or None) from the ranks' source boxes
     (``src_boxes[rank]``, a Box or None; not overlapping). The plan is computed once; :meth:`fill`
     moves one array (3D, or 3D with trailing axes) and may be called any number of times.
-    ``bytes_sent`` counts what this rank sent to others."""
+    ``bytes_sent`` and ``bytes_received`` count what this rank sent to and received from others."""
 
     def __init__(self, comm, src_boxes, dst_regions):
         src_boxes, dst_regions = list(src_boxes), list(dst_regions)
@@ -93,6 +93,7 @@ class Regions:
         self.dst = dst_regions[comm.rank]
         self.plan = plan(src_boxes, dst_regions, comm.rank)
         self.bytes_sent = 0
+        self.bytes_received = 0
 
     @classmethod
     def between(cls, comm, src: Decomposition, dst: Decomposition) -> "Regions":
@@ -136,6 +137,7 @@ class Regions:
         if sends or recvs:
             self.comm.exchange(sends, recvs, tag)
         self.bytes_sent += sum(b.nbytes for b in sends.values())
+        self.bytes_received += sum(b.nbytes for b in recvs.values())
         if p.own is not None:
             out[local_slices(dst, p.own)] = local[local_slices(src, p.own)]
         for r, part in p.recvs.items():

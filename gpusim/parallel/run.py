@@ -2,25 +2,30 @@
 T-cell arithmetic is done box by box on N ranks, with the store, timeseries, checkpoints and progress
 of the single-process code on rank 0.
 
-Rank 0 holds a whole-grid *mirror* Simulation whose field and cell operations are replaced by
-:class:`DistributedFields` and :class:`~gpusim.parallel.cells.DistributedCells`. Every step each of
-them broadcasts what it is about to do, sends every rank its part of the state (its box, or for the
-cells its box plus ``CELL_GHOST`` voxels), computes its own part, and takes the others' results back
-into the mirror, whose events, recorder, writer and checkpointer then run unchanged. The store and
-the timeseries are therefore those of the single-process run, bit for bit, and a checkpoint (whole-grid
-arrays) resumes on any number of ranks, one included.
+Rank 0 holds a whole-grid *mirror* Simulation whose field, cell, event and record operations are
+replaced by :class:`DistributedFields`, :class:`~gpusim.parallel.cells.DistributedCells`,
+:class:`DistributedEvents` and :class:`DistributedRecorder`. Every step each of them broadcasts what
+it is about to do and all ranks do their part; the mirror's writer and checkpointer then run
+unchanged. The store and the timeseries are therefore those of the single-process run, bit for bit,
+and a checkpoint (whole-grid arrays) resumes on any number of ranks, one included.
 
-Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
-sends each rank its box of the field and operands, the ranks run :mod:`gpusim.parallel.steady`,
-bitwise the one-process solve, and rank 0 gathers the solution into the mirror; the mirror's
-``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on non-convergence).
-``init = "steady"`` at set-up is solved by all ranks the same way (``_mirror``); grids with a single
-multigrid level (at most 2 voxels per axis) are solved by rank 0 alone.
+Where the state lives (docs/owned_state.md is the design of the rest):
 
-The price of this version: rank 0 holds the whole state and sends and receives it every step, so it
-spreads the arithmetic, not the memory or the bytes; therapy events, recruitment, daughters and
-infusions run on rank 0. Ranks holding their own state, writing their own shards, is the next step
-(MODEL.md 'Parallel runs'; its design: docs/owned_state.md).
+- The *stepped* substrates (explicit, LOD) live on the ranks, in the layout their kernels read, from
+  the first step on. Rank 0 sends the operands each step; the cell step reads the fields over its
+  regions straight from the ranks that hold them (``parallel.regions``); the timeseries statistics
+  are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something
+  reads it whole: a field frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a
+  bolus or a hold (pulled, changed on the mirror, sent back); and every step the chemokine values at
+  the vessel voxels, which recruitment on rank 0 reads (``pull_at``).
+- Steady substrates (O₂'s multigrid solve) live on the mirror and are re-solved by all ranks when due
+  (``"steady"``: rank 0 sends each rank its box of the field and operands, the ranks run
+  :mod:`gpusim.parallel.steady`, bitwise the one-process solve, and rank 0 gathers the solution; the
+  mirror's ``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on
+  non-convergence). ``init = "steady"`` at set-up is solved by all ranks the same way (``_mirror``);
+  grids with a single multigrid level (at most 2 voxels per axis) are solved by rank 0 alone.
+- The lattice and the T cells live on the mirror: rank 0 sends every rank its region each step and
+  takes its box back; infusions, recruitment and daughters run on rank 0.
 """
 
 from __future__ import annotations
@@ -31,21 +36,29 @@ import time
 
 import numpy as np
 
+from ..agents.rules import LIVE
+from ..events import ApplyEvents
 from ..fields.steady import SteadyStateUndefined
+from ..simulation import Recorder
 from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
 
-__all__ = ["DistributedFields", "resume_cli", "run_cli"]
+__all__ = ["DistributedEvents", "DistributedFields", "DistributedRecorder", "resume_cli", "run_cli"]
 
 _STOP = {"op": "stop"}
 _TAG_PERF = 500
 
 
 class DistributedFields:
-    """Rank 0's field operation: all ranks step their part of the non-steady substrates, which are
-    gathered into ``sim``; then per substrate in the single-process order, a steady substrate whose
-    solve is due (the mirror's ``FieldUpdate.steady_if_due`` decides) is solved by all ranks on their
-    boxes and gathered, and holds run on the mirror."""
+    """Rank 0's field operation. The stepped (explicit and LOD) substrates live on the ranks between
+    steps: every step rank 0 sends the operands (and a field only where the mirror changed it, or at
+    the first step), all ranks step their parts, and nothing comes back. The mirror's copy of such a
+    field is *stale* until :meth:`pull` gathers it, which the mirror's ``synchronize_state`` does
+    before a field frame, a checkpoint or the run's end reads it. Then per substrate in the
+    single-process order, a steady substrate whose solve is due (the mirror's
+    ``FieldUpdate.steady_if_due`` decides) is solved by all ranks on their boxes and gathered (steady
+    fields live on the mirror), and holds are applied on the mirror (a stepped field with an active
+    hold is pulled, clamped and pushed back)."""
 
     name = "fields"
 
@@ -54,42 +67,84 @@ class DistributedFields:
         self._inner = inner
         self.plans = inner.plans  # what the recorder and the writer read from the field operation
         self._steady_s = None  # this step's seconds of steady solves per rank
+        self.stale = set()  # stepped fields whose newest values are on the ranks only
+        self.to_push = set(box_run.plans)  # stepped fields the mirror changed (all, before the first step)
+        self._at = {}  # field -> the voxels pull_at last gathered
 
     def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
         return getattr(self.__dict__["_inner"], key)
+
+    def pull(self, sim, names=None) -> None:
+        """All ranks: gather the stale fields ``names`` (default: every stale one) into the mirror."""
+        names = sorted(self.stale if names is None else set(names) & self.stale)
+        if names:
+            self.box.comm.bcast_json({"op": "pull", "names": names})
+            self.box.pull(names, sim)
+            self.stale -= set(names)
+
+    def pull_at(self, sim, name: str, voxels) -> None:
+        """All ranks: the stale field ``name``'s values at the global voxel indices ``voxels`` (sorted)
+        gathered into the mirror; the rest of the mirror's copy stays stale."""
+        if name not in self.stale:
+            return
+        new = self._at.get(name) is None or not np.array_equal(self._at[name], voxels)
+        self.box.comm.bcast_json({"op": "pull_at", "name": name, "new": bool(new)})
+        if new:
+            self._at[name] = np.array(voxels, np.int64)
+        self.box.pull_at(name, new, self._at[name], sim)
+
+    def changed(self, names) -> None:
+        """The mirror changed the stepped fields ``names`` (pulled first): the next step sends them."""
+        self.to_push |= set(names) & set(self.box.plans)
+
+    def push_pending(self, sim) -> None:
+        """All ranks: the stepped fields the mirror changed sent to the ranks now (before the cell step
+        reads them; otherwise the field step's load sends them)."""
+        names = sorted(self.to_push)
+        if names:
+            self.box.comm.bcast_json({"op": "push", "names": names})
+            self.box.push(names, sim)
+            self.to_push = set()
 
     def apply(self, sim) -> None:
         comm = self.box.comm
         t_start = time.perf_counter()
         before = self._bytes()
         header = self.box.header(sim)
+        header["push"] = sorted(self.to_push)
         comm.bcast_json(header)
         self.box.load(header, sim)
+        self.to_push = set()
         t0 = time.perf_counter()
         self.box.step()
         seconds = [time.perf_counter() - t0]
-        self.box.gather_into(sim)
+        self.stale |= set(self.box.plans)
         for r in range(1, comm.size):
             buf = np.empty(1, np.float64)
             comm.recv(buf, r, _TAG_PERF)
             seconds.append(float(buf[0]))
         for r, sec in enumerate(seconds):
             sim.perf_extra[f"fields_s_r{r}"] = sec
-        # sending the fields and operands, the transposes' waits, gathering (steady solves come after)
+        # sending the operands, the transposes' waits (steady solves and holds come after)
         sim.perf_extra["fields_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
-        gathered = sum(sim.state.fields[n].nbytes for n in self.box.plans) * (comm.size - 1) // comm.size
         steady_before = self.box.steady_bytes if self.box.steady_plans else 0
         self._steady_s = [0.0] * comm.size
         solve = self._solve_steady if self.box.steady is not None else None  # None: one level, rank 0 alone
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
             if plan.method == "steady":
                 self._inner.steady_if_due(sim.state, name, solve=solve)
-            self._inner.apply_holds(sim, name)
+            if name in self.box.plans and any(ev.substrate == name for ev in sim.schedule.holds(sim.state.time_min)):
+                self.pull(sim, [name])
+                self._inner.apply_holds(sim, name)
+                comm.bcast_json({"op": "push", "names": [name]})
+                self.box.push([name], sim)
+            else:
+                self._inner.apply_holds(sim, name)
         if self.box.steady_plans:
             for r, sec in enumerate(self._steady_s):
                 sim.perf_extra[f"steady_s_r{r}"] = sec
         steady_bytes = self.box.steady_bytes - steady_before if self.box.steady_plans else 0
-        sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + gathered + steady_bytes)
+        sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + steady_bytes)
 
     def _solve_steady(self, state, name, tol):
         """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` (``steady_on_ranks``)."""
@@ -99,9 +154,64 @@ class DistributedFields:
         return info
 
     def _bytes(self) -> int:
-        """Bytes rank 0 sent so far: fields and operands sent out, halos, transposes, reduced rows."""
+        """Bytes rank 0 moved so far: operands and pushed fields sent, halos, transposes, reduced rows,
+        fields gathered by pulls."""
         b = self.box
-        return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes + b.partitioned_bytes)
+        return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes + b.partitioned_bytes
+                   + b.gathered_bytes)
+
+
+class DistributedEvents:
+    """Rank 0's event operation: the mirror's ApplyEvents, with the stepped fields a bolus doses
+    this step pulled from the ranks first and sent back at the field step."""
+
+    name = "events"
+
+    def __init__(self, inner, fields: DistributedFields):
+        self.inner, self.fields = inner, fields
+
+    def apply(self, sim) -> None:
+        dosed = {ev.substrate for ev in sim.schedule.boluses_due(sim.state.step)}
+        if dosed:
+            self.fields.pull(sim, dosed)
+        self.inner.apply(sim)
+        self.fields.changed(dosed)
+
+
+class DistributedRecorder(Recorder):
+    """Rank 0's recorder: the stepped fields' statistics, and Mg's over the live tumour, are
+    combined over the ranks that hold them (gpusim.census, bitwise the single-process row); the
+    steady fields and the cells' counts are the mirror's."""
+
+    def __init__(self, sim, fields: DistributedFields):
+        super().__init__(sim)
+        self.fields = fields
+        self._step_stats = {}
+
+    def apply(self, sim) -> None:
+        box = self.fields.box
+        mg_live = None
+        if sim.cells is not None and "mg" in box.plans:
+            mg_live = int(np.count_nonzero(sim.state.tumor == LIVE))
+        header = {"op": "census", "names": sorted(box.plans), "mg_live": mg_live}
+        box.comm.bcast_json(header)
+        self._step_stats, self._mg = box.census(header, sim.state.n_tumor)
+        super().apply(sim)
+
+    def field_stats(self, sim, name: str) -> dict:
+        if name in self._step_stats:
+            return self._step_stats[name]
+        return super().field_stats(sim, name)
+
+    def cell_columns(self, sim) -> dict:
+        if self._mg is None:
+            return super().cell_columns(sim)
+        from .. import census
+
+        cs = sim.cells
+        exhausted_below = sim.config.tcells.exhausted_below if sim.config.tcells is not None else None
+        counts = census.cell_counts(np, cs.store, sim.state.tumor, exhausted_below)
+        return census.cell_columns(counts, cs.totals, self._mg)
 
 
 def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float):
@@ -150,8 +260,15 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             t0 = time.perf_counter()
             box.step()
             seconds = time.perf_counter() - t0
-            box.gather_into()
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
+        elif msg["op"] == "pull":
+            box.pull(msg["names"])
+        elif msg["op"] == "pull_at":
+            box.pull_at(msg["name"], msg["new"])
+        elif msg["op"] == "push":
+            box.push(msg["names"])
+        elif msg["op"] == "census":
+            box.census(msg)
         elif msg["op"] == "steady":
             try:
                 _, seconds = box.solve_steady(msg)
@@ -191,7 +308,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
     has_cells = cfg.tumor is not None or cfg.tcells is not None
     if comm.rank != 0:
         try:
-            cells = CellWorker(cfg, comm, box.decomp, has_vessel=cfg.vessels is not None) if has_cells else None
+            cells = CellWorker(cfg, comm, box, has_vessel=cfg.vessels is not None) if has_cells else None
             _follow(comm, box, cells)
         except BaseException:
             _abort(comm)  # rank 0 waits for this rank's part: end the whole job, not hang
@@ -200,12 +317,19 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
     try:
         mirror = make_mirror(box)
         fields = DistributedFields(box, mirror.field_update)
-        swap = {id(mirror.field_update): fields}
+        recorder = DistributedRecorder(mirror, fields)
+        recorder.columns = mirror.recorder.columns  # a resumed run's rows so far
+        swap = {id(mirror.field_update): fields, id(mirror.recorder): recorder}
+        for op in mirror.operations:
+            if isinstance(op, ApplyEvents):
+                swap[id(op)] = DistributedEvents(op, fields)
         if mirror.cells is not None:
-            cells = DistributedCells(mirror, comm, box.decomp)
+            cells = DistributedCells(mirror, comm, box, fields)
             swap[id(mirror.cells)] = cells
         mirror.operations = [swap.get(id(o), o) for o in mirror.operations]
         mirror.field_update = fields
+        mirror.recorder = recorder
+        mirror.synchronizer = lambda: fields.pull(mirror)
         code = body(mirror, box)
     except BaseException:
         _abort(comm)  # the other ranks wait for rank 0: end the whole job
@@ -215,8 +339,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 
 def _describe(comm, box) -> str:
-    return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (rank 0 holds the "
-            "whole state and sends each rank its part every step)")
+    return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
+            "stepped fields; rank 0 holds the lattice and T cells and sends each rank its part every step)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
