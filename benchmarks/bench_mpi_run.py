@@ -7,12 +7,13 @@ benchmarks/results/mpi_run_cpu_<date>.{json,md}.
     python benchmarks/bench_mpi_run.py                    # 64³ baseline, ranks 1 2 4, 12 steps each
     python benchmarks/bench_mpi_run.py --project-only benchmarks/results/mpi_run_cpu_<date>.json
 
-What the numbers are: this version keeps the whole state on rank 0 and sends every rank its part each
-step (MODEL.md 'Parallel runs'), so on one machine the wall time *rises* with the rank count: the
-table says by how much and where the time goes. The projection (``project``) is of the design the
-issue asks for — ranks that keep their boxes, exchange halos and migrate T cells — fed with what this
-code measures: T cells crossing voxel faces per step, the cell step's reach (CELL_GHOST), the bytes of
-a lattice voxel and of a T cell, each substrate's n_sub, and the partitioned LOD's bytes per cut line.
+What the numbers are: in this version the ranks keep the stepped fields, and rank 0 keeps the lattice
+and T cells and sends every rank its part each step (MODEL.md 'Parallel runs'), so on one machine the
+wall time *rises* with the rank count beyond the cores: the table says by how much and where the time
+goes. The projection (``project``) is of the design the issue asks for — ranks that keep their
+boxes, exchange halos and migrate T cells — fed with what this code measures: T cells crossing voxel
+faces per step, the cell step's reach (CELL_GHOST), the bytes of a lattice voxel and of a T cell,
+each substrate's n_sub, and the partitioned LOD's bytes per cut line.
 Ranks beyond the cores are oversubscribed: their wall times are upper bounds.
 """
 
@@ -264,14 +265,14 @@ def main(argv=None) -> int:
     md = [f"# Whole runs across MPI ranks ({common.cpu_name()}, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
-          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. Rank 0 holds the whole state and sends "
-          "every rank its part each step.", "", "### Strong scaling", ""]
+          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the stepped fields; rank 0 "
+          "holds the lattice and T cells and sends every rank its part each step.", "", "### Strong scaling", ""]
     md += _scaling_table(rows)
     if weak:
         md += ["", f"### Weak scaling ({args.weak_box}³ voxels per rank; the tumour's volume and the T cells grow "
                "with the grid)", "", f"Ideal: the same wall time per step on every rank count (ratio 1.00) while ranks <= cores "
                f"({os.cpu_count()} here); n ranks on fewer cores share them, so the ideal ratio is n / cores beyond "
-               "that. Rank 0's whole-state mirror (its sends and its steady solves) grows with the grid: the "
+               "that. Rank 0's mirror (the lattice, T cells and steady fields it sends, its steady solves) grows with the grid: the "
                "gap to the ideal is the cost of this version's design, which the owned-state design removes.", ""]
         md += _scaling_table(weak)
     md += ["", "## A tumour in one corner (4 ranks, process grid (2, 2, 1))", "",
