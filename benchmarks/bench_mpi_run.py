@@ -7,7 +7,7 @@ benchmarks/results/mpi_run_cpu_<date>.{json,md}.
     python benchmarks/bench_mpi_run.py                    # 64³ baseline, ranks 1 2 4, 12 steps each
     python benchmarks/bench_mpi_run.py --project-only benchmarks/results/mpi_run_cpu_<date>.json
 
-What the numbers are: in this version the ranks keep the stepped fields, and rank 0 keeps the lattice
+What the numbers are: in this version the ranks keep the fields, and rank 0 keeps the lattice
 and T cells and sends every rank its part each step (MODEL.md 'Parallel runs'), so on one machine the
 wall time *rises* with the rank count beyond the cores: the table says by how much and where the time
 goes. The projection (``project``) is of the design the issue asks for — ranks that keep their
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     md = [f"# Whole runs across MPI ranks ({common.cpu_name()}, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
-          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the stepped fields; rank 0 "
+          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the fields; rank 0 "
           "holds the lattice and T cells and sends every rank its part each step.", "", "### Strong scaling", ""]
     md += _scaling_table(rows)
     if weak:

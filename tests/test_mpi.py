@@ -438,6 +438,15 @@ substrate = "mg"
 center_um = [90.0, 75.0, 105.0]
 radius_um = 40.0
 value = 2.0
+[[events]]
+name = "clamp_o2"
+type = "hold"
+time_min = 18.0
+duration_min = 15.0
+substrate = "o2"
+center_um = [150.0, 135.0, 120.0]
+radius_um = 45.0
+value = 5.0
 """
 
 
@@ -445,10 +454,11 @@ value = 2.0
 @needs_mpi[1]
 @pytest.mark.parametrize("solver, n", [("explicit", 3), pytest.param("lod", 2, marks=_SLOW)])
 def test_a_bolus_and_holds_on_fields_the_ranks_keep_give_the_single_process_store(tmp_path, solver, n):
-    """The stepped fields live on the ranks between steps: a bolus (the mirror doses, the ranks get
-    the field back before the cell step reads it) and holds on the tumour and on a sphere (clamped on
-    the mirror, sent back) leave every byte of the store as one process writes it, with the fields in
-    the halo layout (explicit) and on z-slabs (bitwise LOD)."""
+    """The fields live on the ranks between steps: a bolus (the mirror doses, the ranks get the field
+    back before the cell step reads it) and holds on the tumour and on spheres (clamped on the mirror,
+    sent back; O₂'s hold also spans steady solves, which start from the ranks' clamped copy) leave
+    every byte of the store as one process writes it, with the fields in the halo layout (explicit),
+    on z-slabs (bitwise LOD) and on the boxes (steady)."""
     cfg = tmp_path / "dosed.toml"
     cfg.write_text(f'solver = "{solver}"\n' + _BUSY + _DOSED_EVENTS)
     one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
@@ -460,6 +470,7 @@ def test_a_bolus_and_holds_on_fields_the_ranks_keep_give_the_single_process_stor
     chem_min = next(c for c in ts if c.startswith("chemokine_min"))
     assert ts["mg_max_mM"].iloc[-1] == np.float32(2.0) and ts[chem_min].iloc[20] <= 0.5  # the holds acted
     assert ts["mg_mean_mM"].iloc[12] > ts["mg_mean_mM"].iloc[11]  # the bolus dosed
+    assert ts["o2_min_mmHg"].iloc[25] == np.float32(5.0) < ts["o2_min_mmHg"].iloc[10]  # O₂'s hold acted
 
 
 @needs_mpi[0]

@@ -6,9 +6,9 @@ every side, clipped to the grid — with the lattice the rules read one voxel fu
 engaged T cell's target is there); the fields over that lattice region come from the ranks that hold
 them (``parallel.regions``: a stepped field from its owners' boxes, a steady one from rank 0).
 Each rank runs the six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`,
-the same kernels) on arrays of that size, whose *frame* places them in the global grid. Rank 0 then takes back each rank's own box of the lattice
-and the T cells that sat in it at the sort, and finishes the step (counts, recruitment, daughters)
-as one process does.
+the same kernels) on arrays of that size, whose *frame* places them in the global grid. Rank 0
+then takes back each rank's own box of the lattice and the T cells that sat in it at the sort, and
+finishes the step (counts, recruitment, daughters) as one process does.
 
 Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, and its
 random numbers are keyed by global voxel index and uid (DESIGN.md §2; the frame gives the global
@@ -111,7 +111,7 @@ class CellWorker:
 
     def __init__(self, cfg, comm, fields_run, has_vessel: bool):
         self.comm = comm
-        self.fields_run = fields_run  # the BoxFieldRun whose ranks hold the stepped fields
+        self.fields_run = fields_run  # the BoxFieldRun whose ranks hold the fields
         decomp = fields_run.decomp
         self.backend = select_backend("cpu")  # CPU ranks (GPU ranks are still to come)
         self.k = self.backend.kernels("agents")
@@ -146,10 +146,10 @@ class CellWorker:
 
     def fill_fields(self, mirror_fields=None) -> None:
         """Every rank: the fields over this rank's lattice region, from the ranks that hold them (a
-        stepped field from its owners' boxes, a steady one from rank 0's mirror, ``mirror_fields``)."""
+        held field from its owners' boxes; one solved on rank 0 alone from its mirror, ``mirror_fields``)."""
         run = self.fields_run
         for name, out in self.fields.items():
-            stepped = name in run.plans
+            stepped = name in run.held
             if name not in self._field_moves:
                 src = (run.holder(name).boxes() if stepped else
                        [Box((0, 0, 0), self.shape) if r == 0 else None for r in range(self.comm.size)])
@@ -270,7 +270,7 @@ class DistributedCells:
     def __init__(self, sim, comm, fields_run, fields_op):
         self.inner = sim.cells
         self.comm, self.decomp = comm, fields_run.decomp
-        self.fields_op = fields_op  # rank 0's DistributedFields: the stepped fields live on the ranks
+        self.fields_op = fields_op  # rank 0's DistributedFields: the fields live on the ranks
         self.balance = sim.config.parallel.balance
         self.worker = CellWorker(sim.config, comm, fields_run, has_vessel=sim.state.vessel is not None)
         self._regions()

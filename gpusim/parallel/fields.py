@@ -31,9 +31,11 @@ Steady substrates (the multigrid method, O₂'s default): in a coordinated run (
 ``solve_steady`` sends each rank its box of the field and operands, the ranks solve on the boxes with
 ``gpusim.parallel.steady`` (bitwise the one-process solve) and rank 0 gathers the solution.
 
-In a coordinated run the stepped fields stay on the ranks between steps: rank 0 sends the operands
-every step (``load``), a field only when its mirror changed it (``push``), and gathers one only when
-it reads it whole (``pull``); the timeseries statistics are combined over the ranks (``census``).
+In a coordinated run the fields stay on the ranks between steps (``held``: the stepped ones, and the
+steady ones on the boxes from one solve to the next): rank 0 sends the operands every step
+(``load``), a field only when its mirror changed it (``push``), and gathers one only when it reads
+it whole (``pull``, or ``pull_at`` some voxels); the timeseries statistics are combined over the
+ranks (``census``).
 
 Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
 rank): ``explicit`` and ``lod`` (either mode) substrates; not the ``steady`` method, the tumour, T
@@ -155,9 +157,18 @@ class BoxFieldRun:
             if plan.method == "explicit":
                 self._spare[name] = np.empty_like(self.fields[name])  # the explicit step's second buffer
 
+    @property
+    def held(self) -> tuple:
+        """The substrates whose fields a coordinated run's ranks keep between steps: the stepped ones
+        and the steady ones (those on their boxes, kept from one solve to the next)."""
+        return tuple(self.plans) + tuple(self.steady_plans if self.steady is not None else ())
+
     def _layout(self, name) -> str:
         """Where substrate ``name``'s kernels read their operands: ``halo`` (explicit: the box plus
-        ghosts), ``slab`` (bitwise LOD's x/y sweeps) or ``box`` (partitioned LOD: the box alone)."""
+        ghosts), ``slab`` (bitwise LOD's x/y sweeps) or ``box`` (partitioned LOD, and a coordinated
+        run's steady fields between solves: the box alone)."""
+        if name not in self.plans:
+            return "box"
         if self.plans[name].method != "lod":
             return "halo"
         return "box" if self.lod_mode == "partitioned" else "slab"
@@ -222,7 +233,7 @@ class BoxFieldRun:
         for name in names:
             whole = None if sim is None else sim.state.fields[name]
             self.fields[name] = self._part({}, "field:" + name, self._layout(name), whole, np.float32)
-            if self.plans[name].method == "explicit" and self._spare.get(name) is None:
+            if name in self.plans and self.plans[name].method == "explicit" and self._spare.get(name) is None:
                 self._spare[name] = np.empty_like(self.fields[name])
 
     def pull(self, names, sim=None) -> None:
@@ -282,7 +293,7 @@ class BoxFieldRun:
         return parts
 
     def census(self, header: dict, n_tumor=None):
-        """Every rank: the timeseries statistics of the stepped fields ``header["names"]`` combined over
+        """Every rank: the timeseries statistics of the held fields ``header["names"]`` combined over
         the ranks (gpusim.census, bitwise the single-process row), and with ``header["mg_live"]`` (the
         live tumour count) Mg's (mean, min) over the live tumour. ``n_tumor``: rank 0's whole-grid
         array, cut to Mg's layout when Mg's operands do not hold it. Returns ({name: stats}, mg pair)."""
@@ -295,7 +306,7 @@ class BoxFieldRun:
                  for name in header["names"]}
         mg = None
         if header.get("mg_live") is not None:
-            flags, _, nt, _, _ = self._operands["mg"]
+            flags, _, nt, _, _ = self._operands.get("mg", (0, None, None, None, None))  # none for steady Mg
             if not flags & L.HAS_TUMOR:
                 nt = self._part({}, "n_tumor", self._layout("mg"), n_tumor, np.uint8)
             if self._layout("mg") == "halo":
@@ -311,14 +322,18 @@ class BoxFieldRun:
 
     def solve_steady(self, header: dict, state=None, fu=None):
         """Every rank: the steady solve of ``header``'s substrate on the boxes (gpusim.parallel.steady),
-        its field and operands sent from rank 0's mirror (``state``, ``fu``; None elsewhere) and the
-        solution gathered back into it. Returns (SteadyInfo, seconds of this rank's solve)."""
+        its operands sent from rank 0's mirror (``state``, ``fu``; None elsewhere). With
+        ``header["keep"]`` the ranks hold the field (:attr:`held`): the solve starts from their copy and
+        the solution stays on their boxes (the mirror's copy is then stale); without it (set-up) the
+        field is sent from the mirror and the solution gathered back into it. Returns (SteadyInfo,
+        seconds of this rank's solve)."""
         import time
 
         from ..fields import layout as L
         from ..fields import mg_cpu
 
         name = header["name"]
+        keep = bool(header.get("keep"))
         plan = self._solve_plans[name]
         if plan.serum != header["serum"]:
             plan.set_serum(header["serum"])  # the call rank 0's events made: the same coefficients
@@ -333,6 +348,9 @@ class BoxFieldRun:
             if bit != -1 and not flags & bit:
                 arrays.append(np.zeros((1, 1, 1), dtype))
                 continue
+            if bit == -1 and keep:
+                arrays.append(self.steady.local(self.fields[name]))  # the ranks' own copy
+                continue
             arrays.append(self.steady.local(scatter_box(self.comm, self.decomp, whole, dtype)))
             if self.comm.rank == 0:
                 self.steady_bytes += (total - own) * np.dtype(dtype).itemsize
@@ -342,10 +360,15 @@ class BoxFieldRun:
         info = self.steady.solve(mg_cpu, c, plan.coef, plan.bc_type, plan.bc_value, *operands, flags,
                                  tol=header["tol"])
         seconds = time.perf_counter() - t0
-        whole = gather(self.comm, self.decomp, np.ascontiguousarray(c[self.steady.halo.interior]))
+        solution = np.ascontiguousarray(c[self.steady.halo.interior])
+        if self.comm.rank == 0:
+            self.steady_bytes += (self.steady.bytes_sent - sent) + (self.steady.bytes_received - received)
+        if keep:
+            self.fields[name] = solution
+            return info, seconds
+        whole = gather(self.comm, self.decomp, solution)
         if self.comm.rank == 0:
             state.fields[name][...] = whole
-            self.steady_bytes += (self.steady.bytes_sent - sent) + (self.steady.bytes_received - received)
             self.steady_bytes += (total - own) * 4  # the gathered solution
         return info, seconds
 

@@ -11,19 +11,21 @@ and a checkpoint (whole-grid arrays) resumes on any number of ranks, one include
 
 Where the state lives (docs/owned_state.md is the design of the rest):
 
-- The *stepped* substrates (explicit, LOD) live on the ranks, in the layout their kernels read, from
-  the first step on. Rank 0 sends the operands each step; the cell step reads the fields over its
-  regions straight from the ranks that hold them (``parallel.regions``); the timeseries statistics
-  are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something
-  reads it whole: a field frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a
-  bolus or a hold (pulled, changed on the mirror, sent back); and every step the chemokine values at
-  the vessel voxels, which recruitment on rank 0 reads (``pull_at``).
-- Steady substrates (O₂'s multigrid solve) live on the mirror and are re-solved by all ranks when due
-  (``"steady"``: rank 0 sends each rank its box of the field and operands, the ranks run
-  :mod:`gpusim.parallel.steady`, bitwise the one-process solve, and rank 0 gathers the solution; the
-  mirror's ``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on
-  non-convergence). ``init = "steady"`` at set-up is solved by all ranks the same way (``_mirror``);
-  grids with a single multigrid level (at most 2 voxels per axis) are solved by rank 0 alone.
+- The fields live on the ranks (``BoxFieldRun.held``): the stepped substrates (explicit, LOD) in the
+  layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
+  operands each step; the cell step reads the fields over its regions straight from the ranks that
+  hold them (``parallel.regions``); the timeseries statistics are combined over the ranks
+  (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: a field
+  frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a bolus or a hold (pulled,
+  changed on the mirror, sent back); and every step the chemokine values at the vessel voxels, which
+  recruitment on rank 0 reads (``pull_at``).
+- Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
+  sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
+  they hold, bitwise the one-process solve, and keep the solution; the mirror's
+  ``FieldUpdate.steady_if_due`` decides when, records the ``SteadyInfo`` and warns on
+  non-convergence). ``init = "steady"`` at set-up is solved by all ranks from the mirror's fields,
+  gathered back into it (``_mirror``); grids with a single multigrid level (at most 2 voxels per
+  axis) are solved by rank 0 alone, and their steady fields stay on the mirror.
 - The lattice and the T cells live on the mirror: rank 0 sends every rank its region each step and
   takes its box back; infusions, recruitment and daughters run on rank 0.
 """
@@ -50,15 +52,15 @@ _TAG_PERF = 500
 
 
 class DistributedFields:
-    """Rank 0's field operation. The stepped (explicit and LOD) substrates live on the ranks between
-    steps: every step rank 0 sends the operands (and a field only where the mirror changed it, or at
-    the first step), all ranks step their parts, and nothing comes back. The mirror's copy of such a
-    field is *stale* until :meth:`pull` gathers it, which the mirror's ``synchronize_state`` does
-    before a field frame, a checkpoint or the run's end reads it. Then per substrate in the
-    single-process order, a steady substrate whose solve is due (the mirror's
-    ``FieldUpdate.steady_if_due`` decides) is solved by all ranks on their boxes and gathered (steady
-    fields live on the mirror), and holds are applied on the mirror (a stepped field with an active
-    hold is pulled, clamped and pushed back)."""
+    """Rank 0's field operation. The fields live on the ranks between steps (``BoxFieldRun.held``):
+    every step rank 0 sends the operands (and a field only where the mirror changed it, or at the
+    first step), all ranks step their parts of the stepped substrates, and nothing comes back. The
+    mirror's copy of such a field is *stale* until :meth:`pull` gathers it, which the mirror's
+    ``synchronize_state`` does before a field frame, a checkpoint or the run's end reads it. Then per
+    substrate in the single-process order, a steady substrate whose solve is due (the mirror's
+    ``FieldUpdate.steady_if_due`` decides) is solved by all ranks from the field they hold, which they
+    keep, and holds are applied on the mirror (a held field with an active hold is pulled, clamped
+    and pushed back)."""
 
     name = "fields"
 
@@ -67,8 +69,8 @@ class DistributedFields:
         self._inner = inner
         self.plans = inner.plans  # what the recorder and the writer read from the field operation
         self._steady_s = None  # this step's seconds of steady solves per rank
-        self.stale = set()  # stepped fields whose newest values are on the ranks only
-        self.to_push = set(box_run.plans)  # stepped fields the mirror changed (all, before the first step)
+        self.stale = set()  # held fields whose newest values are on the ranks only
+        self.to_push = set(box_run.held)  # held fields the mirror changed (all, before the first step)
         self._at = {}  # field -> the voxels pull_at last gathered
 
     def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
@@ -94,11 +96,11 @@ class DistributedFields:
         self.box.pull_at(name, new, self._at[name], sim)
 
     def changed(self, names) -> None:
-        """The mirror changed the stepped fields ``names`` (pulled first): the next step sends them."""
-        self.to_push |= set(names) & set(self.box.plans)
+        """The mirror changed the held fields ``names`` (pulled first): the next step sends them."""
+        self.to_push |= set(names) & set(self.box.held)
 
     def push_pending(self, sim) -> None:
-        """All ranks: the stepped fields the mirror changed sent to the ranks now (before the cell step
+        """All ranks: the held fields the mirror changed sent to the ranks now (before the cell step
         reads them; otherwise the field step's load sends them)."""
         names = sorted(self.to_push)
         if names:
@@ -133,7 +135,7 @@ class DistributedFields:
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
             if plan.method == "steady":
                 self._inner.steady_if_due(sim.state, name, solve=solve)
-            if name in self.box.plans and any(ev.substrate == name for ev in sim.schedule.holds(sim.state.time_min)):
+            if name in self.box.held and any(ev.substrate == name for ev in sim.schedule.holds(sim.state.time_min)):
                 self.pull(sim, [name])
                 self._inner.apply_holds(sim, name)
                 comm.bcast_json({"op": "push", "names": [name]})
@@ -147,8 +149,10 @@ class DistributedFields:
         sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + steady_bytes)
 
     def _solve_steady(self, state, name, tol):
-        """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` (``steady_on_ranks``)."""
-        info, seconds = steady_on_ranks(self.box, self._inner, state, name, tol)
+        """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` (``steady_on_ranks``) from the
+        field they hold, and keep the solution (the mirror's copy is stale until a pull)."""
+        info, seconds = steady_on_ranks(self.box, self._inner, state, name, tol, keep=True)
+        self.stale.add(name)
         for r, sec in enumerate(seconds):
             self._steady_s[r] += sec
         return info
@@ -162,7 +166,7 @@ class DistributedFields:
 
 
 class DistributedEvents:
-    """Rank 0's event operation: the mirror's ApplyEvents, with the stepped fields a bolus doses
+    """Rank 0's event operation: the mirror's ApplyEvents, with the held fields a bolus doses
     this step pulled from the ranks first and sent back at the field step."""
 
     name = "events"
@@ -179,9 +183,9 @@ class DistributedEvents:
 
 
 class DistributedRecorder(Recorder):
-    """Rank 0's recorder: the stepped fields' statistics, and Mg's over the live tumour, are
+    """Rank 0's recorder: the held fields' statistics, and Mg's over the live tumour, are
     combined over the ranks that hold them (gpusim.census, bitwise the single-process row); the
-    steady fields and the cells' counts are the mirror's."""
+    fields rank 0 solves alone (one multigrid level) and the cells' counts are the mirror's."""
 
     def __init__(self, sim, fields: DistributedFields):
         super().__init__(sim)
@@ -191,9 +195,9 @@ class DistributedRecorder(Recorder):
     def apply(self, sim) -> None:
         box = self.fields.box
         mg_live = None
-        if sim.cells is not None and "mg" in box.plans:
+        if sim.cells is not None and "mg" in box.held:
             mg_live = int(np.count_nonzero(sim.state.tumor == LIVE))
-        header = {"op": "census", "names": sorted(box.plans), "mg_live": mg_live}
+        header = {"op": "census", "names": sorted(box.held), "mg_live": mg_live}
         box.comm.bcast_json(header)
         self._step_stats, self._mg = box.census(header, sim.state.n_tumor)
         super().apply(sim)
@@ -214,14 +218,15 @@ class DistributedRecorder(Recorder):
         return census.cell_columns(counts, cs.totals, self._mg)
 
 
-def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float):
+def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float, keep: bool = False):
     """Rank 0: substrate ``name`` of ``state`` (the mirror's; ``fu`` its FieldUpdate) solved to its
-    steady state by all ranks on their boxes (the field and operands sent, the solution gathered into
-    ``state``). Returns rank 0's SteadyInfo, which every rank shares (its cycles and maxima are the
-    ranks' exact combinations), and each rank's seconds. A problem without a steady state raises
+    steady state by all ranks on their boxes (the operands sent; ``keep``: from the field the ranks
+    hold, which keep the solution, else the field sent and the solution gathered into ``state``).
+    Returns rank 0's SteadyInfo, which every rank shares (its cycles and maxima are the ranks' exact
+    combinations), and each rank's seconds. A problem without a steady state raises
     SteadyStateUndefined on every rank at the same point, before the solution is gathered."""
     comm = box.comm
-    header = box.steady_header(state, fu, name, tol)
+    header = dict(box.steady_header(state, fu, name, tol), keep=bool(keep))
     comm.bcast_json(header)
     info, own = box.solve_steady(header, state, fu)
     seconds = [own]
@@ -340,7 +345,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "stepped fields; rank 0 holds the lattice and T cells and sends each rank its part every step)")
+            "fields; rank 0 holds the lattice and T cells and sends each rank its part every step)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
