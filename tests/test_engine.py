@@ -255,3 +255,24 @@ def test_cli_names_an_unusable_vessel_file_and_its_fix(tmp_path, capsys):
     assert main(["run", str(cfg), "--minutes", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "vessels.path" in err and "does not match grid.shape" in err
+
+
+def test_whole_grid_readers_synchronize_the_state_first(tmp_path):
+    """``Simulation.synchronize_state`` (what an MPI driver's mirror hooks to gather the ranks' fields)
+    is called before every whole-grid read: a field frame (``field_host``), ``field_stats``, each
+    checkpoint and the run's end; and never inside a step that reads nothing whole."""
+    cfg = small_cfg(output={"fields_every_min": 2.0, "checkpoint_every_steps": 3})
+    sim = gpusim.Simulation(cfg)
+    calls = []
+    sim.synchronizer = lambda: calls.append(int(sim.state.step))
+    sim.step()
+    assert calls == []  # no store: nothing reads the whole grid
+    sim.field_host("mg")
+    sim.field_stats()
+    assert calls == [1, 1]
+    calls.clear()
+    sim.run(minutes=6, out=tmp_path / "run.zarr", progress=False)
+    # (the step counter during a step is the step's index): the initial frame at attach (1); frames
+    # ending at t = 2, 4, 6 min (steps 1, 3, 5); checkpoints after 3 and 6 steps (steps 2, 5); then
+    # the run's end, its final checkpoint and the summary's field_stats (7)
+    assert calls == [1, 1, 2, 3, 5, 5, 7, 7, 7]
