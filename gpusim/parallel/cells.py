@@ -4,7 +4,9 @@ Each step rank 0 (which holds the whole lattice and T-cell store, gpusim.paralle
 T cells and sends every rank the T cells of its *region* — its box grown by ``CELL_GHOST`` voxels on
 every side, clipped to the grid — with the lattice the rules read one voxel further out (so every
 engaged T cell's target is there); the fields over that lattice region come from the ranks that hold
-them (``parallel.regions``: a stepped field from its owners' boxes, a steady one from rank 0).
+them. Both move by ``parallel.regions`` (the lattice from rank 0's whole grid, a field from its
+owners' boxes), as does each box of the stepped lattice back to rank 0: when the ranks keep the
+lattice, only the source boxes change.
 Each rank runs the six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`,
 the same kernels) on arrays of that size, whose *frame* places them in the global grid. Rank 0
 then takes back each rank's own box of the lattice and the T cells that sat in it at the sort, and
@@ -143,6 +145,24 @@ class CellWorker:
         self._lregions = [region(decomp, r, w) for r in range(self.comm.size)]
         self._field_moves = {}  # substrate -> Regions into the lattice regions of these boxes
         self.field_bytes = 0  # sent and received in fill_fields
+        whole = [Box((0, 0, 0), self.shape) if r == 0 else None for r in range(self.comm.size)]
+        self._lattice_in = Regions(self.comm, whole, self._lregions)  # rank 0's lattice -> the regions
+        self._lattice_out = Regions(self.comm, decomp.boxes(), whole)  # the boxes -> rank 0's lattice
+
+    def lattice_bytes(self) -> int:
+        """Bytes of lattice this rank sent and received so far (fill_lattice, return_lattice)."""
+        return sum(m.bytes_sent + m.bytes_received for m in (self._lattice_in, self._lattice_out))
+
+    def fill_lattice(self, state=None) -> None:
+        """Every rank: the lattice over this rank's lattice region from rank 0's mirror (``state``)."""
+        for name in self.lattice_in:
+            self._lattice_in.fill(None if state is None else getattr(state, name), out=getattr(self.lat, name))
+
+    def return_lattice(self, state=None) -> None:
+        """Every rank: this rank's box of the stepped lattice into rank 0's mirror (``state``)."""
+        for name in self.lattice_out:
+            own = np.ascontiguousarray(getattr(self.lat, name)[self.box_local.slices])
+            self._lattice_out.fill(own, out=None if state is None else getattr(state, name))
 
     def fill_fields(self, mirror_fields=None) -> None:
         """Every rank: the fields over this rank's lattice region, from the ranks that hold them (a
@@ -175,13 +195,11 @@ class CellWorker:
         (oz, oy, ox), (ny, nx) = self.lregion.offset, self.shape[1:]
         return np.where(v >= 0, ((z + oz) * ny + (y + oy)) * nx + (x + ox), v)
 
-    def step(self, step: int, lattice: dict, rows: np.ndarray, columns: dict):
-        """Run the phases of step ``step`` on this rank's region, given its lattice (arrays of the
-        lattice region; the fields are in place, :meth:`fill_fields`) and its T cells (``rows``: their
-        rows in rank 0's sorted store; voxel indices global). Returns the box's lattice arrays, and the
-        rows and columns of the T cells that sat in the box, with global voxel indices."""
-        for name in self.lattice_in:
-            getattr(self.lat, name)[...] = lattice[name]
+    def step(self, step: int, rows: np.ndarray, columns: dict):
+        """Run the phases of step ``step`` on this rank's region (its lattice and fields in place:
+        :meth:`fill_lattice`, :meth:`fill_fields`), given its T cells (``rows``: their rows in rank 0's
+        sorted store; voxel indices global). Returns the rows and columns of the T cells that sat in
+        the box, with global voxel indices (the box's lattice goes back by :meth:`return_lattice`)."""
         s = self.store
         s.n = 0
         local = np.zeros(0, bool)
@@ -198,38 +216,35 @@ class CellWorker:
         vessel = self.lat.vessel.reshape(-1) if "vessel" in self.lattice_in else self._no_vessel
         run_phases(self.k, self.p, self.seed, np.int64(step), self.dims, self.lat, s, counts, offsets,
                    f["mg"], f["o2"], f["chemokine"], vessel, fr=self.frame)
-        out_lattice = {name: np.ascontiguousarray(getattr(self.lat, name)[self.box_local.slices])
-                       for name in self.lattice_out}
         mine = _inside(s.voxel, self.lregion.shape, self.box_local)
         out = {c: np.ascontiguousarray(getattr(s, c)[mine]) for c in COLUMNS}
         for c in ("voxel", "prop"):  # voxel indices leave the rank as global ones
             out[c] = self._to_global(out[c])
         local = (local | ((s.flags & R.FL_ENGAGED) != 0))[mine]  # targets set here or converted above
         out["target"][local] = self._to_global(out["target"][local])
-        return out_lattice, rows[mine], out
+        return rows[mine], out
 
     # -- ranks > 0 --------------------------------------------------------------------------------
     def follow(self, msg: dict) -> None:
         """Receive this rank's region from rank 0, step it, send the box back."""
         if msg["runs"] != [[list(r) for r in axis] for axis in self.decomp.runs]:
             self.set_decomposition(Decomposition.from_runs(self.shape, msg["runs"]))
-        comm, reg = self.comm, self.lregion
+        comm = self.comm
         m = np.empty(1, np.int64)
         comm.recv(m, 0, _TAG)
-        lattice = {n: _recv(comm, reg.shape, getattr(self.lat, n).dtype) for n in self.lattice_in}
         n = int(m[0])
         rows = _recv(comm, (n,), np.int64)
         columns = {c: _recv(comm, (n,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
+        self.fill_lattice()
         self.fill_fields()
         t0 = time.perf_counter()
-        out_lattice, out_rows, out_columns = self.step(int(msg["step"]), lattice, rows, columns)
+        out_rows, out_columns = self.step(int(msg["step"]), rows, columns)
         comm.send(np.array([time.perf_counter() - t0, n], np.float64), 0, _TAG)
-        for name in self.lattice_out:
-            comm.send(out_lattice[name], 0, _TAG)
         comm.send(np.array([out_rows.shape[0]], np.int64), 0, _TAG)
         comm.send(out_rows, 0, _TAG)
         for c in COLUMNS:
             comm.send(out_columns[c], 0, _TAG)
+        self.return_lattice()
 
 
 def _recv(comm, shape, dtype):
@@ -276,8 +291,7 @@ class DistributedCells:
         self._regions()
 
     def _regions(self) -> None:
-        self.regions = [region(self.decomp, r) for r in range(self.comm.size)]  # T cells
-        self.lregions = [region(self.decomp, r, ghost_width() + 1) for r in range(self.comm.size)]
+        self.regions = [region(self.decomp, r) for r in range(self.comm.size)]  # T cells (the lattice: the worker)
 
     def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
         return getattr(self.__dict__["inner"], key)
@@ -318,36 +332,32 @@ class DistributedCells:
             return a
 
         mine = None
-        for r, (reg, lreg) in enumerate(zip(self.regions, self.lregions)):
+        for r, reg in enumerate(self.regions):
             rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
-            lattice = {n: getattr(st, n)[lreg.slices] for n in w.lattice_in}
             columns = {c: host[c][rows] for c in COLUMNS}
             if r == 0:
-                mine = (lattice, rows, columns)
+                mine = (rows, columns)
                 continue
             send(np.array([rows.shape[0]], np.int64), r)
-            for a in (*(lattice[n] for n in w.lattice_in), rows, *(columns[c] for c in COLUMNS)):
+            for a in (rows, *(columns[c] for c in COLUMNS)):
                 send(a, r)
-        before = w.field_bytes
+        before = w.field_bytes + w.lattice_bytes()
+        w.fill_lattice(st)
         w.fill_fields(st.fields)
-        moved += w.field_bytes - before
-        lattice, rows, columns = mine
+        rows, columns = mine
         t0 = time.perf_counter()
-        results = [w.step(int(st.step), {k: np.ascontiguousarray(v) for k, v in lattice.items()}, rows, columns)]
+        results = [w.step(int(st.step), rows, columns)]
         seconds = [time.perf_counter() - t0]
         for r in range(1, comm.size):
-            box = self.decomp.box(r)
             seconds.append(float(recv(r, (2,), np.float64)[0]))
-            out_lattice = {n: recv(r, box.shape, getattr(w.lat, n).dtype) for n in w.lattice_out}
             k = int(recv(r, (1,), np.int64)[0])
             out_rows = recv(r, (k,), np.int64)
             out_columns = {c: recv(r, (k,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
-            results.append((out_lattice, out_rows, out_columns))
+            results.append((out_rows, out_columns))
+        w.return_lattice(st)
+        moved += w.field_bytes + w.lattice_bytes() - before
         seen = np.zeros(s.n, np.int64)
-        for r, (out_lattice, out_rows, out_columns) in enumerate(results):
-            box = self.decomp.box(r)
-            for name in w.lattice_out:
-                getattr(st, name)[box.slices] = out_lattice[name]
+        for out_rows, out_columns in results:
             for c in COLUMNS:
                 host[c][out_rows] = out_columns[c]
             np.add.at(seen, out_rows, 1)
@@ -355,7 +365,7 @@ class DistributedCells:
             raise RuntimeError(f"MPI cell step: {int(np.sum(seen == 0))} T cells lost, "
                                f"{int(np.sum(seen > 1))} returned twice")
         perf = sim.perf_extra
-        for r, (sec, (_, out_rows, _)) in enumerate(zip(seconds, results)):
+        for r, (sec, (out_rows, _)) in enumerate(zip(seconds, results)):
             perf[f"cells_s_r{r}"] = sec
             perf[f"tcells_r{r}"] = float(out_rows.shape[0])
         # rank 0's time in this operation beyond its own share of the phases: sorting, packing,
