@@ -46,6 +46,8 @@ grid at set-up.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .decomposition import Decomposition, choose_process_grid
@@ -305,7 +307,9 @@ class BoxFieldRun:
         stats = {name: C.field_stats(red, np.ascontiguousarray(self.interior(name)), n_voxels, comm=self.comm)
                  for name in header["names"]}
         mg = None
-        if header.get("mg_live") is not None:
+        if header.get("mg_live") == 0:
+            mg = (math.nan, math.nan)  # no live tumour: what census.mg_tumor gives, without moving n_tumor
+        elif header.get("mg_live") is not None:
             flags, _, nt, _, _ = self._operands.get("mg", (0, None, None, None, None))  # none for steady Mg
             if not flags & L.HAS_TUMOR:
                 nt = self._part({}, "n_tumor", self._layout("mg"), n_tumor, np.uint8)
