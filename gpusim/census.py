@@ -49,9 +49,10 @@ def _bounds(a) -> tuple:
     return float(a.min()), float(a.max())
 
 
-def _fixed_total(comm, reduce, a, top: float, n_values: int) -> float:
-    """The exact total of the parts ``a`` whose local max |value| is ``top`` (NaN if any part is not
-    finite): gpusim.reduce's fixed point with the global scale."""
+def _fixed_total(comm, reduce, a, lo: float, hi: float, n_values: int) -> float:
+    """The exact total of the parts ``a`` whose local bounds are ``lo``, ``hi`` (:func:`_bounds`; NaN
+    if any part is not finite): gpusim.reduce's fixed point with the global scale."""
+    top = max(abs(lo), abs(hi)) if a.size else 0.0
     bad = _max(comm, 0.0 if math.isfinite(top) else 1.0)
     if bad:
         return math.nan
@@ -67,8 +68,7 @@ def field_stats(reduce, local, n_voxels: int, comm=None) -> dict:
     """Mean, min and max of a field from this process's part ``local`` (its interior, no ghosts) and
     the grid's voxel count. ``reduce``: the backend's reduce kernels (``fixed_sum`` on its arrays)."""
     lo, hi = _bounds(local)
-    top = max(abs(lo), abs(hi)) if local.size else 0.0
-    mean = _fixed_total(comm, reduce, local, top, n_voxels) / n_voxels
+    mean = _fixed_total(comm, reduce, local, lo, hi, n_voxels) / n_voxels
     return {"mean": mean, "min": -_max(comm, -lo), "max": _max(comm, hi)}
 
 
@@ -95,9 +95,7 @@ def mg_tumor(reduce, xp, mg, n_tumor, n_voxels: int, n_live: int, comm=None) -> 
     if n_live == 0:
         return math.nan, math.nan
     masked = mg * n_tumor.astype(xp.float32)  # exact: a product with 0 or 1
-    lo, hi = _bounds(masked)
-    top = max(abs(lo), abs(hi)) if masked.size else 0.0
-    mean = _fixed_total(comm, reduce, masked, top, n_voxels) / n_live
+    mean = _fixed_total(comm, reduce, masked, *_bounds(masked), n_voxels) / n_live
     live = mg[n_tumor != 0]
     own_min = float(live.min()) if live.size else math.inf
     return mean, -_max(comm, -own_min)

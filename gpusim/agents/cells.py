@@ -273,19 +273,20 @@ class CellStep:
             log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
 
     # -- what a run exposes ---------------------------------------------------------------------
-    def columns(self, sim) -> dict:
+    def columns(self, sim, mg_tumor=None) -> dict:
         """This step's timeseries values of the cells (gpusim.census: exact integer or fixed-point
-        reductions, the rule the MPI ranks share)."""
+        reductions, the rule the MPI ranks share). ``mg_tumor``: Mg's (mean, min) over the live
+        tumour when the caller has it (an MPI run combines it over the ranks that hold Mg)."""
         from gpusim import census
 
         st, xp = sim.state, self.backend.xp
         exhausted_below = self.cfg.tcells.exhausted_below if self.cfg.tcells is not None else None
         counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below)
-        mg = st.fields.get("mg")
-        if mg is not None:
+        if mg_tumor is None and "mg" in st.fields:
             n_live = int(counts[census.CELL_COUNTS.index("tumor_live")])
-            mg = census.mg_tumor(self.backend.kernels("reduce"), xp, mg, st.n_tumor, st.n_voxels, n_live)
-        return census.cell_columns(counts, self.totals, mg)
+            mg_tumor = census.mg_tumor(self.backend.kernels("reduce"), xp, st.fields["mg"], st.n_tumor, st.n_voxels,
+                                       n_live)
+        return census.cell_columns(counts, self.totals, mg_tumor)
 
 
 def summarize(ts: dict) -> dict:

@@ -208,14 +208,7 @@ class DistributedRecorder(Recorder):
         return super().field_stats(sim, name)
 
     def cell_columns(self, sim) -> dict:
-        if self._mg is None:
-            return super().cell_columns(sim)
-        from .. import census
-
-        cs = sim.cells
-        exhausted_below = sim.config.tcells.exhausted_below if sim.config.tcells is not None else None
-        counts = census.cell_counts(np, cs.store, sim.state.tumor, exhausted_below)
-        return census.cell_columns(counts, cs.totals, self._mg)
+        return sim.cells.columns(sim, mg_tumor=self._mg)
 
 
 def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float, keep: bool = False):
