@@ -138,8 +138,8 @@ class DistributedFields:
             if name in self.box.held and any(ev.substrate == name for ev in sim.schedule.holds(sim.state.time_min)):
                 self.pull(sim, [name])
                 self._inner.apply_holds(sim, name)
-                comm.bcast_json({"op": "push", "names": [name]})
-                self.box.push([name], sim)
+                self.changed([name])
+                self.push_pending(sim)
             else:
                 self._inner.apply_holds(sim, name)
         if self.box.steady_plans:
