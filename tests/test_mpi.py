@@ -399,18 +399,52 @@ def test_cells_on_n_ranks_write_the_single_process_store_bitwise(tmp_path, busy,
         assert got == layers(one) and {"tumour", "T cells"} <= {name for name, _, _ in got}, got
 
 
+_MAKING = (("initial_count = 150", "initial_count = 60"), ("prolif_prob_per_kill = 0.5", "prolif_prob_per_kill = 1.0"),
+           ("division_delay_min = 30.0", "division_delay_min = 5.0"),
+           ("recruit_per_vessel_per_min = 0.005", "recruit_per_vessel_per_min = 0.02"))
+
+
+def _made(cfg_path, ranks_zyx) -> dict:
+    """On one process, step by step: the T cells that appeared (recruits, daughters, infused), by the
+    rank whose box holds the voxel they appeared in (what each rank makes on its own in an N-rank run)."""
+    from gpusim.agents.spatial_index import voxel_of
+
+    sim = gpusim.Simulation(str(cfg_path))
+    d = Decomposition(sim.state.shape, n_ranks=int(np.prod(ranks_zyx)), ranks_zyx=ranks_zyx)
+    seen = set(sim.tcells.uid.tolist())
+    per_rank = [0] * d.n_ranks
+    for _ in range(_BUSY_MIN):
+        sim.step()
+        s = sim.tcells
+        new = np.flatnonzero([u not in seen for u in s.uid.tolist()])
+        seen |= set(s.uid[new].tolist())
+        for v in voxel_of(s.pos_um[new], sim.state.dx_um, sim.state.shape):
+            per_rank[d.owner(*(int(c) for c in np.unravel_index(int(v), sim.state.shape)))] += 1
+    return {"per_rank": per_rank, "totals": dict(sim.cells.totals)}
+
+
 @needs_mpi[0]
 @needs_mpi[1]
-@pytest.mark.parametrize("solver", ["explicit", "lod"])
-def test_pull_at_gathers_a_field_at_chosen_voxels_and_nothing_else(tmp_path, solver):
-    """What recruitment on rank 0 reads of the chemokine field the ranks keep: its values at the vessel
-    voxels, gathered exactly, whichever rank holds each, the others left alone; a set kept across
-    calls and a new one."""
-    out = tmp_path / "pull_at.json"
-    _launch(3, "pull_at_driver.py", str(out), solver)
-    got = json.loads(out.read_text())
-    assert got["pulls"] == [True, True, True]
-    assert 0 < got["gathered_bytes"] <= (60 + 60 + 35) * 4
+def test_recruits_and_daughters_made_on_the_ranks_give_the_single_process_store(tmp_path):
+    """Each rank recruits at the vessel voxels of its box (reading the chemokine and the crowding of
+    its region, one voxel wider for it) and divides its own T cells: with recruitment and division
+    four times the busy run's, on 3 ranks cut along y, every byte of the store is the one process's,
+    and T cells appeared in every rank's box."""
+    cfg = tmp_path / "making.toml"
+    text = _BUSY
+    for a, b in _MAKING:
+        assert a in text
+        text = text.replace(a, b)
+    cfg.write_text(text)
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    for out, extra in ((one, {}), (many, {"n": 3})):
+        args = ["--set", "parallel.ranks_zyx=[1,3,1]"] if extra else []
+        p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(out), *args, **extra)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert _differing(one, many) == []
+    made = _made(cfg, [1, 3, 1])
+    assert made["totals"]["tcells_recruited"] > 0 and made["totals"]["tcells_born"] > 0, made
+    assert min(made["per_rank"]) > 0, made
 
 
 _DOSED_EVENTS = """

@@ -83,6 +83,60 @@ def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, ves
              s.div_timer, s.flags, s.prop, s.prio, s.pos_new, tumor)
 
 
+def check_new(uids) -> None:
+    """New uids must be distinct among themselves; against the whole store they are checked every
+    ``UID_CHECK_EVERY`` steps (a full check hashes every uid: too dear for every step)."""
+    check_unique(np.atleast_1d(np.asarray(uids, np.uint64)))
+
+
+def recruit(k, backend, p, tc, seed, step, dims, fr, vessels, a_serum, offsets, counts, s, tumor, chem) -> int:
+    """R: recruitment at the vessel voxels ``vessels`` (indices of the arrays of frame ``fr``, whose
+    shape is ``dims``), each recruit appended to store ``s`` (indexed by ``counts``/``offsets``) with
+    LFA-1 ``a_serum`` (A* of the serum Mg) and a uid from its global voxel and the step; returns the
+    number recruited. One process passes the whole grid; an MPI rank its region and the vessels of
+    its box (gpusim.parallel.cells)."""
+    m = int(vessels.shape[0])
+    if m == 0:
+        return 0
+    xp = backend.xp
+    scale = np.float32(tc.recruit_per_vessel_per_min) * (a_serum if tc.recruit_scales_with_serum_mg else np.float32(1.0))
+    out_pos = xp.empty((m, 3), xp.float32)
+    out_flag = xp.empty(m, xp.uint8)
+    nz, ny, nx = dims
+    k.recruit(np.int64(m), seed, step, p, nz, ny, nx, fr, vessels, np.float32(scale),
+              np.float32(tc.recruit_chemokine_half_nM), offsets, counts, s.voxel, s.flags, s.prop, tumor, chem,
+              out_pos, out_flag)
+    idx = xp.flatnonzero(out_flag)
+    if idx.shape[0] == 0:
+        return 0
+    z, y, x = (int(v) for v in fr[:3])
+    gz, gy, gx = (int(v) for v in fr[3:])
+    local = backend.to_host(vessels[idx])
+    lz, ly, lx = local // (int(ny) * int(nx)), (local // int(nx)) % int(ny), local % int(nx)
+    voxels = ((lz + z) * gy + (ly + y)) * gx + (lx + x)  # the global voxel names the recruit
+    uids = np.atleast_1d(uid_recruited(voxels, int(step), 0))
+    check_new(uids)
+    s.append(pos_um=out_pos[idx], uid=backend.asarray(uids, np.uint64),
+             lfa1=xp.full(idx.shape[0], np.float32(a_serum), dtype=xp.float32))
+    return int(idx.shape[0])
+
+
+def divide(backend, s, rows) -> int:
+    """The daughters of the T cells at ``rows`` of store ``s`` (those whose division fired,
+    ``FL_BORN``) appended, each with its parent's position, direction, LFA-1 and function and a uid
+    from the parent's uid and birth count, which goes up by one; returns their number."""
+    if rows.shape[0] == 0:
+        return 0
+    host = backend.to_host  # small gathers of the dividing rows
+    uids = np.atleast_1d(uid_daughter(host(s.uid[rows]), host(s.births[rows]).astype(np.int64)))
+    pos, direction = s.pos_um[rows].copy(), s.dir[rows].copy()
+    lfa1, function = s.lfa1[rows].copy(), s.function[rows].copy()
+    s.births[rows] = s.births[rows] + np.uint16(1)
+    check_new(uids)
+    s.append(pos_um=pos, uid=backend.asarray(uids, np.uint64), dir=direction, lfa1=lfa1, function=function)
+    return int(rows.shape[0])
+
+
 class CellStep:
     """Operation advancing the tumour lattice and the T cells by one step."""
 
@@ -178,19 +232,26 @@ class CellStep:
 
     def finish(self, sim) -> None:
         """The end of a step after the phases: this step's counts, recruitment at vessels, daughters
-        appended, and the periodic uid check (the host part; under MPI it runs on the rank holding
-        the whole store, gpusim.parallel.cells)."""
-        st, s = sim.state, self.store
+        appended, and the periodic uid check (the host part; under MPI each rank recruits at the
+        vessels of its box and divides its own T cells, gpusim.parallel.cells)."""
+        st = sim.state
         step = np.int64(st.step)
-        self._count(sim, st.tumor_event.reshape(-1))
+        self.count(sim)
         if self.cfg.tcells is not None:
             self._recruit(sim, step, st.tumor.reshape(-1), self._field(sim, "chemokine"))
             self._divide()
-        if step % UID_CHECK_EVERY == 0 and s.n:
-            check_unique(s.uid)
+        self.check_uids(step)
 
-    def _count(self, sim, event) -> None:
+    def check_uids(self, step) -> None:
+        """Every ``UID_CHECK_EVERY`` steps: the whole store's uids must be distinct."""
+        if step % UID_CHECK_EVERY == 0 and self.store.n:
+            check_unique(self.store.uid)
+
+    def count(self, sim) -> None:
+        """This step's counts (``last``) and their running totals: engagements and kills from the
+        store's flags, tumour births and deaths and vessel pruning from the lattice's events."""
         xp = self.backend.xp
+        event = sim.state.tumor_event.reshape(-1)
         f = self.store.flags
         ev = {
             "engaged": int(xp.count_nonzero(f & R.FL_ENGAGED)),
@@ -208,58 +269,26 @@ class CellStep:
             self._vessel_list = None
         self.last = ev
 
-    def _recruit(self, sim, step, tumor, chem) -> None:
+    def recruits(self) -> bool:
+        """Whether this run recruits T cells at vessels (a rate above zero and a vessel mask)."""
         tc = self.cfg.tcells
-        st = sim.state
-        if tc.recruit_per_vessel_per_min <= 0 or st.vessel is None:
+        return tc is not None and tc.recruit_per_vessel_per_min > 0 and self._no_vessel is None
+
+    def _recruit(self, sim, step, tumor, chem) -> None:
+        if not self.recruits():
             return
         xp = self.backend.xp
         if self._vessel_list is None:
-            self._vessel_list = xp.flatnonzero(st.vessel.reshape(-1)).astype(xp.int64)
-        m = int(self._vessel_list.shape[0])
-        if m == 0:
-            return
+            self._vessel_list = xp.flatnonzero(sim.state.vessel.reshape(-1)).astype(xp.int64)
         a_serum = self.serum_lfa1(sim)
-        scale = np.float32(tc.recruit_per_vessel_per_min) * (a_serum if tc.recruit_scales_with_serum_mg else np.float32(1.0))
-        out_pos = xp.empty((m, 3), xp.float32)
-        out_flag = xp.empty(m, xp.uint8)
-        s = self.store
         nz, ny, nx = self.dims
-        self.k.recruit(np.int64(m), self.seed, step, self.p, nz, ny, nx, R.whole_frame(nz, ny, nx),
-                       self._vessel_list, np.float32(scale), np.float32(tc.recruit_chemokine_half_nM), self.offsets,
-                       self.counts, s.voxel, s.flags, s.prop, tumor, chem, out_pos, out_flag)
-        idx = xp.flatnonzero(out_flag)
-        if idx.shape[0] == 0:
-            return
-        voxels = self.backend.to_host(self._vessel_list[idx])
-        uids = uid_recruited(voxels, int(step), 0)
-        self._append_checked(self.backend.to_host(out_pos[idx]), np.atleast_1d(uids), a_serum)
-        self.totals["tcells_recruited"] += int(idx.shape[0])
+        self.totals["tcells_recruited"] += recruit(self.k, self.backend, self.p, self.cfg.tcells, self.seed, step,
+                                                   self.dims, R.whole_frame(nz, ny, nx), self._vessel_list, a_serum,
+                                                   self.offsets, self.counts, self.store, tumor, chem)
 
     def _divide(self) -> None:
         s = self.store
-        xp = self.backend.xp
-        rows = xp.flatnonzero(s.flags & R.FL_BORN)
-        if rows.shape[0] == 0:
-            return
-        host = lambda a: self.backend.to_host(a)  # noqa: E731 - small gathers of the dividing rows
-        parent_uid, births = host(s.uid[rows]), host(s.births[rows])
-        uids = np.atleast_1d(uid_daughter(parent_uid, births.astype(np.int64)))
-        pos, direction = s.pos_um[rows].copy(), s.dir[rows].copy()
-        lfa1, function = s.lfa1[rows].copy(), s.function[rows].copy()
-        s.births[rows] = s.births[rows] + np.uint16(1)
-        self._check_new(uids)
-        s.append(pos_um=pos, uid=self.backend.asarray(uids, np.uint64), dir=direction, lfa1=lfa1, function=function)
-        self.totals["tcells_born"] += int(rows.shape[0])
-
-    def _append_checked(self, pos, uids, lfa1) -> None:
-        self._check_new(uids)
-        self._append(pos, uids, lfa1)
-
-    def _check_new(self, uids) -> None:
-        """New uids must be distinct among themselves; against the whole store they are checked
-        every ``UID_CHECK_EVERY`` steps (a full check hashes every uid: too dear for every step)."""
-        check_unique(self.backend.asarray(uids, np.uint64))
+        self.totals["tcells_born"] += divide(self.backend, s, self.backend.xp.flatnonzero(s.flags & R.FL_BORN))
 
     def _infuse(self, sim) -> None:
         st = sim.state
@@ -268,7 +297,8 @@ class CellStep:
             pos = self._place(sim, ev.count, ev.placement, ev.shell_um, salt=salt,
                               purpose=rng.PURPOSE_INFUSION, what=f"events.{ev.name}")
             uids = uid_infused(np.full(pos.shape[0], salt - 1, np.int64), np.arange(pos.shape[0], dtype=np.int64))
-            self._append_checked(pos, np.atleast_1d(uids), self.serum_lfa1(sim))
+            check_new(uids)
+            self._append(pos, np.atleast_1d(uids), self.serum_lfa1(sim))
             self.totals["tcells_infused"] += int(pos.shape[0])
             log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
 

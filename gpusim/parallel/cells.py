@@ -8,9 +8,10 @@ them. Both move by ``parallel.regions`` (the lattice from rank 0's whole grid, a
 owners' boxes), as does each box of the stepped lattice back to rank 0: when the ranks keep the
 lattice, only the source boxes change.
 Each rank runs the six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`,
-the same kernels) on arrays of that size, whose *frame* places them in the global grid. Rank 0
-then takes back each rank's own box of the lattice and the T cells that sat in it at the sort, and
-finishes the step (counts, recruitment, daughters) as one process does.
+the same kernels) on arrays of that size, whose *frame* places them in the global grid, then recruits
+at the vessel voxels of its box and divides its own T cells (``agents.cells.recruit``, ``divide``).
+Rank 0 takes back each rank's own box of the lattice, the T cells that sat in it at the sort and the
+new ones, and finishes the step (counts, appends, uid checks).
 
 Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, and its
 random numbers are keyed by global voxel index and uid (DESIGN.md §2; the frame gives the global
@@ -23,13 +24,16 @@ phase that reads its neighbours' results of an earlier phase shrinks the right z
     -> T3 claim (proposals within 1) -> A2 respond (targets within 1; credit: hitters within 2)
     -> A3 accept (proposals of agents within 1 of the voxel moved into: 2 from the agent)
 
-so the owned box is right after six voxels of region (``CELL_GHOST``). Redundant work on the
-ghosts instead of a halo exchange between phases: one message per rank and step.
+so the owned box is right after six voxels of region (``CELL_GHOST``). Recruitment (R) reads the
+moves, after A3, of the T cells within one voxel of a vessel voxel: one voxel more (``RECRUIT_GHOST``)
+where T cells are recruited. Redundant work on the ghosts instead of a halo exchange between phases:
+one message per rank and step.
 
 Scope of this version: rank 0 holds and re-sends the lattice and T cells every step (it scales the
-cell arithmetic; the other ranks' memory is their region's, rank 0's the whole run's); recruitment,
-daughters and infusions run on rank 0 (they need the whole store's order, which the single-process
-run defines).
+cell arithmetic; the other ranks' memory is their region's, rank 0's the whole run's); infusions run
+on rank 0 (their placement reads the whole lattice and occupancy). New T cells are appended rank by
+rank, so rank 0's row order differs from one process's; nothing reads it: the next sort orders by
+(voxel, uid), and snapshots and checkpoints by uid.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ import numpy as np
 
 from ..agents import params as P
 from ..agents import rules as R
-from ..agents.cells import run_phases
+from ..agents.cells import check_new, divide, recruit, run_phases
 from ..agents.spatial_index import sort_by_voxel_uid
-from ..agents.tcell_store import COLUMNS, TCellStore
+from ..agents.tcell_store import COLUMNS, STATE_COLUMNS, TCellStore
 from ..backend import select_backend
 from .decomposition import Box, Decomposition, balanced_runs
 from .regions import Regions
@@ -52,6 +56,9 @@ __all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
 
 #: voxels of region around a rank's box: the depth of the phases' dependency chain (module docstring)
 CELL_GHOST = 6
+#: one voxel more where T cells are recruited: a vessel voxel's occupancy after the moves reads the
+#: proposals, after A3, of the T cells within one voxel of it
+RECRUIT_GHOST = 1
 #: the lattice arrays a rank receives (over its region) and returns (over its box)
 LATTICE_IN = ("tumor", "damage", "last_hit", "since", "div_dir", "n_tumor", "hit_mark")
 LATTICE_OUT = LATTICE_IN + ("tumor_event",)
@@ -62,16 +69,22 @@ RULE_FIELDS = ("mg", "o2", "chemokine")
 _TAG = 400
 
 
-def ghost_width() -> int:
-    """``CELL_GHOST``, or the test hook ``GPUSIM_TEST_CELL_GHOST`` (a test narrows it to show that the
-    bitwise comparison catches a region too small)."""
-    return int(os.environ.get("GPUSIM_TEST_CELL_GHOST", CELL_GHOST))
+def ghost_width(recruits: bool = False) -> int:
+    """``CELL_GHOST`` (plus ``RECRUIT_GHOST`` when the ranks recruit T cells), or the test hook
+    ``GPUSIM_TEST_CELL_GHOST`` (a test narrows it to show that the bitwise comparison catches a
+    region too small)."""
+    return int(os.environ.get("GPUSIM_TEST_CELL_GHOST", CELL_GHOST + (RECRUIT_GHOST if recruits else 0)))
 
 
-def region(decomp: Decomposition, rank: int, width: int | None = None) -> Box:
-    """``rank``'s box grown by ``width`` (default :func:`ghost_width`; the T cells a rank gets) voxels
-    on every side, clipped to the grid; one voxel more for the lattice and fields: ``width + 1``."""
-    width = ghost_width() if width is None else int(width)
+def recruits(cfg, has_vessel: bool) -> bool:
+    """Whether the cell step recruits T cells at vessels (``CellStep.recruits`` of the same config)."""
+    return cfg.tcells is not None and cfg.tcells.recruit_per_vessel_per_min > 0 and has_vessel
+
+
+def region(decomp: Decomposition, rank: int, width: int) -> Box:
+    """``rank``'s box grown by ``width`` voxels (:func:`ghost_width`; the T cells a rank gets) on
+    every side, clipped to the grid; one voxel more for the lattice and fields: ``width + 1``."""
+    width = int(width)
     b = decomp.box(rank)
     lo = [max(0, o - width) for o in b.offset]
     hi = [min(n, s + width) for n, s in zip(decomp.shape, b.stop)]
@@ -122,6 +135,9 @@ class CellWorker:
         self.shape = tuple(decomp.shape)
         self.dx_um = float(cfg.grid.dx_um)
         self.lattice_in, self.lattice_out, self.field_names = _names(cfg, has_vessel)
+        self.tc = cfg.tcells
+        self.recruits = recruits(cfg, has_vessel)
+        self.width = ghost_width(self.recruits)
         self._dummy = np.zeros(1, np.float32)
         self.store = TCellStore(self.backend, capacity=1024)
         self.set_decomposition(decomp)
@@ -132,8 +148,8 @@ class CellWorker:
         self.decomp = decomp
         rank = self.comm.rank
         self.box = decomp.box(rank)
-        self.region = region(decomp, rank)  # the T cells it gets
-        w = ghost_width() + 1
+        self.region = region(decomp, rank, self.width)  # the T cells it gets
+        w = self.width + 1
         self.lregion = region(decomp, rank, w)  # the lattice and fields
         lr = self.lregion
         self.dims = tuple(np.int64(n) for n in lr.shape)
@@ -195,11 +211,14 @@ class CellWorker:
         (oz, oy, ox), (ny, nx) = self.lregion.offset, self.shape[1:]
         return np.where(v >= 0, ((z + oz) * ny + (y + oy)) * nx + (x + ox), v)
 
-    def step(self, step: int, rows: np.ndarray, columns: dict):
-        """Run the phases of step ``step`` on this rank's region (its lattice and fields in place:
+    def step(self, step: int, rows: np.ndarray, columns: dict, a_serum: float = 0.0):
+        """Run step ``step`` on this rank's region (its lattice and fields in place:
         :meth:`fill_lattice`, :meth:`fill_fields`), given its T cells (``rows``: their rows in rank 0's
-        sorted store; voxel indices global). Returns the rows and columns of the T cells that sat in
-        the box, with global voxel indices (the box's lattice goes back by :meth:`return_lattice`)."""
+        sorted store; voxel indices global): the six phases, then recruitment at the vessel voxels of
+        the box (recruits arrive with LFA-1 ``a_serum``) and the daughters of the box's T cells, as
+        ``CellStep.finish`` does on one process. Returns the rows and columns of the T cells that sat
+        in the box, with global voxel indices, and the new T cells' state columns with the numbers
+        recruited and born (the box's lattice goes back by :meth:`return_lattice`)."""
         s = self.store
         s.n = 0
         local = np.zeros(0, bool)
@@ -216,13 +235,30 @@ class CellWorker:
         vessel = self.lat.vessel.reshape(-1) if "vessel" in self.lattice_in else self._no_vessel
         run_phases(self.k, self.p, self.seed, np.int64(step), self.dims, self.lat, s, counts, offsets,
                    f["mg"], f["o2"], f["chemokine"], vessel, fr=self.frame)
+        n = s.n
         mine = _inside(s.voxel, self.lregion.shape, self.box_local)
-        out = {c: np.ascontiguousarray(getattr(s, c)[mine]) for c in COLUMNS}
+        recruited = born = 0
+        if self.recruits:
+            recruited = recruit(self.k, self.backend, self.p, self.tc, self.seed, np.int64(step), self.dims,
+                                self.frame, self._box_vessels(), np.float32(a_serum), offsets, counts, s,
+                                self.lat.tumor.reshape(-1), f["chemokine"])
+        if self.tc is not None:
+            born = divide(self.backend, s, np.flatnonzero(((s.flags[:n] & R.FL_BORN) != 0) & mine))
+        new = {c: np.ascontiguousarray(getattr(s, c)[n:]) for c in STATE_COLUMNS}
+        out = {c: np.ascontiguousarray(getattr(s, c)[:n][mine]) for c in COLUMNS}
         for c in ("voxel", "prop"):  # voxel indices leave the rank as global ones
             out[c] = self._to_global(out[c])
-        local = (local | ((s.flags & R.FL_ENGAGED) != 0))[mine]  # targets set here or converted above
+        local = (local | ((s.flags[:n] & R.FL_ENGAGED) != 0))[mine]  # targets set here or converted above
         out["target"][local] = self._to_global(out["target"][local])
-        return rows[mine], out
+        return rows[mine], out, new, (recruited, born)
+
+    def _box_vessels(self):
+        """The vessel voxels of this rank's box (after this step's pruning) as ascending indices of its
+        region's arrays: where it recruits. Found anew each step (a box-sized scan, next to the phases'
+        region-sized loops)."""
+        z, y, x = np.nonzero(self.lat.vessel[self.box_local.slices])
+        (oz, oy, ox), (ly, lx) = self.box_local.offset, self.lregion.shape[1:]
+        return (((z + oz) * ly + (y + oy)) * lx + (x + ox)).astype(np.int64)
 
     # -- ranks > 0 --------------------------------------------------------------------------------
     def follow(self, msg: dict) -> None:
@@ -238,12 +274,14 @@ class CellWorker:
         self.fill_lattice()
         self.fill_fields()
         t0 = time.perf_counter()
-        out_rows, out_columns = self.step(int(msg["step"]), rows, columns)
+        out_rows, out_columns, new, made = self.step(int(msg["step"]), rows, columns, msg["a_serum"])
         comm.send(np.array([time.perf_counter() - t0, n], np.float64), 0, _TAG)
-        comm.send(np.array([out_rows.shape[0]], np.int64), 0, _TAG)
+        comm.send(np.array([out_rows.shape[0], new["uid"].shape[0], *made], np.int64), 0, _TAG)
         comm.send(out_rows, 0, _TAG)
         for c in COLUMNS:
             comm.send(out_columns[c], 0, _TAG)
+        for c in STATE_COLUMNS:
+            comm.send(new[c], 0, _TAG)
         self.return_lattice()
 
 
@@ -291,7 +329,8 @@ class DistributedCells:
         self._regions()
 
     def _regions(self) -> None:
-        self.regions = [region(self.decomp, r) for r in range(self.comm.size)]  # T cells (the lattice: the worker)
+        width = self.worker.width
+        self.regions = [region(self.decomp, r, width) for r in range(self.comm.size)]  # T cells (lattice: the worker)
 
     def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
         return getattr(self.__dict__["inner"], key)
@@ -313,7 +352,8 @@ class DistributedCells:
         cs.index(sim)
         if self.balance == "cells" and st.step % BALANCE_EVERY == 0:
             self._rebalance(sim)
-        comm.bcast_json({"op": "cells", "step": int(st.step),
+        a_serum = float(cs.serum_lfa1(sim)) if w.recruits else 0.0  # a float32, exact through JSON
+        comm.bcast_json({"op": "cells", "step": int(st.step), "a_serum": a_serum,
                          "runs": [[list(r) for r in axis] for axis in self.decomp.runs]})
         s = cs.store
         host = {c: getattr(s, c) for c in COLUMNS}  # numpy views (rank 0's mirror is on the CPU)
@@ -346,18 +386,19 @@ class DistributedCells:
         w.fill_fields(st.fields)
         rows, columns = mine
         t0 = time.perf_counter()
-        results = [w.step(int(st.step), rows, columns)]
+        results = [w.step(int(st.step), rows, columns, a_serum)]
         seconds = [time.perf_counter() - t0]
         for r in range(1, comm.size):
             seconds.append(float(recv(r, (2,), np.float64)[0]))
-            k = int(recv(r, (1,), np.int64)[0])
+            k, m, recruited, born = (int(v) for v in recv(r, (4,), np.int64))
             out_rows = recv(r, (k,), np.int64)
-            out_columns = {c: recv(r, (k,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
-            results.append((out_rows, out_columns))
+            out_columns = {c: recv(r, (k,) + COLUMNS[c][1], COLUMNS[c][0]) for c in COLUMNS}
+            new = {c: recv(r, (m,) + COLUMNS[c][1], COLUMNS[c][0]) for c in STATE_COLUMNS}
+            results.append((out_rows, out_columns, new, (recruited, born)))
         w.return_lattice(st)
         moved += w.field_bytes + w.lattice_bytes() - before
         seen = np.zeros(s.n, np.int64)
-        for out_rows, out_columns in results:
+        for out_rows, out_columns, _, _ in results:
             for c in COLUMNS:
                 host[c][out_rows] = out_columns[c]
             np.add.at(seen, out_rows, 1)
@@ -365,18 +406,26 @@ class DistributedCells:
             raise RuntimeError(f"MPI cell step: {int(np.sum(seen == 0))} T cells lost, "
                                f"{int(np.sum(seen > 1))} returned twice")
         perf = sim.perf_extra
-        for r, (sec, (out_rows, _)) in enumerate(zip(seconds, results)):
+        for r, (sec, (out_rows, *_)) in enumerate(zip(seconds, results)):
             perf[f"cells_s_r{r}"] = sec
             perf[f"tcells_r{r}"] = float(out_rows.shape[0])
         # rank 0's time in this operation beyond its own share of the phases: sorting, packing,
         # messages and waiting for the slowest rank
         perf["cells_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
-        tc = sim.config.tcells
-        if tc is not None and tc.recruit_per_vessel_per_min > 0 and st.vessel is not None and "chemokine" in st.fields:
-            # recruitment (on rank 0 for now) reads the chemokine field at the vessel voxels
-            box = self.fields_op.box
-            before = box.gathered_bytes + box.scattered_bytes
-            self.fields_op.pull_at(sim, "chemokine", np.flatnonzero(st.vessel.reshape(-1)))
-            moved += box.gathered_bytes + box.scattered_bytes - before
         perf["cells_rank0_bytes"] = float(moved)  # sent and received by rank 0 this step
-        cs.finish(sim)
+        self._finish(sim, results)
+
+    def _finish(self, sim, results) -> None:
+        """``CellStep.finish`` of the ranks' step: this step's counts, then the recruits and daughters
+        each rank made appended (rank by rank: the store's order is not the one process's, and need
+        not be, as the next sort and every write put the T cells in a canonical order), then the uid checks."""
+        cs, step = self.inner, np.int64(sim.state.step)
+        cs.count(sim)
+        new = [n for _, _, n, _ in results if n["uid"].shape[0]]
+        if new:
+            check_new(np.concatenate([n["uid"] for n in new]))
+            for n in new:
+                cs.store.append(**n)
+        cs.totals["tcells_recruited"] += sum(made[0] for *_, made in results)
+        cs.totals["tcells_born"] += sum(made[1] for *_, made in results)
+        cs.check_uids(step)

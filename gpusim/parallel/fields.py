@@ -34,7 +34,7 @@ Steady substrates (the multigrid method, O₂'s default): in a coordinated run (
 In a coordinated run the fields stay on the ranks between steps (``held``: the stepped ones, and the
 steady ones on the boxes from one solve to the next): rank 0 sends the operands every step
 (``load``), a field only when its mirror changed it (``push``), and gathers one only when it reads
-it whole (``pull``, or ``pull_at`` some voxels); the timeseries statistics are combined over the
+it whole (``pull``); the timeseries statistics are combined over the
 ranks (``census``).
 
 Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
@@ -58,7 +58,6 @@ from .steady import DistributedSteady
 
 __all__ = ["BoxFieldRun", "unsupported"]
 
-_TAG_AT = 510
 
 
 
@@ -112,7 +111,6 @@ class BoxFieldRun:
         self.dt_min = float(cfg.time.dt_min)
         self.redistributed_bytes = 0
         self._moves = {}  # (source, target) layouts -> Regions
-        self._at = {}  # field -> the voxels pull_at gathers (rank 0: per rank; others: their own)
         self.scattered_bytes = 0
         self.gathered_bytes = 0  # rank 0: fields gathered into the mirror (pull)
         self.lod_mode = cfg.parallel.lod_mode
@@ -246,53 +244,6 @@ class BoxFieldRun:
                 sim.state.fields[name][...] = whole
                 self.gathered_bytes += whole.nbytes - self.interior(name).nbytes
 
-    def pull_at(self, name: str, new: bool, voxels=None, sim=None) -> None:
-        """Every rank: field ``name``'s values at a set of global voxel indices into rank 0's mirror
-        ``sim`` (the mirror's other voxels stay stale). ``new``: the set changed since the last call
-        (rank 0 passes the indices, ``voxels``, and sends each rank those of its box, which it keeps),
-        else the last set is read again."""
-        comm, holder = self.comm, self.holder(name)
-        if new:
-            self._at[name] = self._split_at(holder, voxels)
-        parts = self._at[name]
-        own = np.ascontiguousarray(self.interior(name)).reshape(-1)
-        if comm.rank != 0:
-            comm.send(np.ascontiguousarray(own[parts]), 0, _TAG_AT)
-            return
-        flat = sim.state.fields[name].reshape(-1)
-        for r, (global_idx, local_idx) in enumerate(parts):
-            if r == 0:
-                flat[global_idx] = own[local_idx]
-                continue
-            vals = np.empty(global_idx.shape[0], np.float32)
-            comm.recv(vals, r, _TAG_AT)
-            flat[global_idx] = vals
-            self.gathered_bytes += vals.nbytes
-
-    def _split_at(self, holder: Decomposition, voxels):
-        """Rank 0: per rank (global indices, indices in that rank's box), each rank sent its box's local
-        indices; other ranks: their local indices, received."""
-        comm = self.comm
-        if comm.rank != 0:
-            n = np.empty(1, np.int64)
-            comm.recv(n, 0, _TAG_AT)
-            local = np.empty(int(n[0]), np.int64)
-            comm.recv(local, 0, _TAG_AT)
-            return local
-        ny, nx = holder.shape[1:]
-        z, y, x = voxels // (ny * nx), (voxels // nx) % ny, voxels % nx
-        parts = []
-        for r, b in enumerate(holder.boxes()):
-            (z0, y0, x0), (z1, y1, x1) = b.offset, b.stop
-            g = voxels[(z >= z0) & (z < z1) & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)]
-            gz, gy, gx = g // (ny * nx), (g // nx) % ny, g % nx
-            local = ((gz - z0) * b.shape[1] + (gy - y0)) * b.shape[2] + (gx - x0)
-            parts.append((g, local))
-            if r:
-                comm.send(np.array([local.shape[0]], np.int64), r, _TAG_AT)
-                comm.send(np.ascontiguousarray(local, np.int64), r, _TAG_AT)
-                self.scattered_bytes += 8 + local.nbytes
-        return parts
 
     def census(self, header: dict, n_tumor=None):
         """Every rank: the timeseries statistics of the held fields ``header["names"]`` combined over

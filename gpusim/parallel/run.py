@@ -17,8 +17,7 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   hold them (``parallel.regions``); the timeseries statistics are combined over the ranks
   (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: a field
   frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a bolus or a hold (pulled,
-  changed on the mirror, sent back); and every step the chemokine values at the vessel voxels, which
-  recruitment on rank 0 reads (``pull_at``).
+  changed on the mirror, sent back).
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
   sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
   they hold, bitwise the one-process solve, and keep the solution; the mirror's
@@ -27,7 +26,8 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   gathered back into it (``_mirror``); grids with a single multigrid level (at most 2 voxels per
   axis) are solved by rank 0 alone, and their steady fields stay on the mirror.
 - The lattice and the T cells live on the mirror: rank 0 sends every rank its region each step and
-  takes its box back; infusions, recruitment and daughters run on rank 0.
+  takes its box back with the T cells recruited at the box's vessels and the daughters of its T
+  cells (``parallel.cells``); infusions run on rank 0.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class DistributedFields:
         self._steady_s = None  # this step's seconds of steady solves per rank
         self.stale = set()  # held fields whose newest values are on the ranks only
         self.to_push = set(box_run.held)  # held fields the mirror changed (all, before the first step)
-        self._at = {}  # field -> the voxels pull_at last gathered
 
     def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
         return getattr(self.__dict__["_inner"], key)
@@ -83,17 +82,6 @@ class DistributedFields:
             self.box.comm.bcast_json({"op": "pull", "names": names})
             self.box.pull(names, sim)
             self.stale -= set(names)
-
-    def pull_at(self, sim, name: str, voxels) -> None:
-        """All ranks: the stale field ``name``'s values at the global voxel indices ``voxels`` (sorted)
-        gathered into the mirror; the rest of the mirror's copy stays stale."""
-        if name not in self.stale:
-            return
-        new = self._at.get(name) is None or not np.array_equal(self._at[name], voxels)
-        self.box.comm.bcast_json({"op": "pull_at", "name": name, "new": bool(new)})
-        if new:
-            self._at[name] = np.array(voxels, np.int64)
-        self.box.pull_at(name, new, self._at[name], sim)
 
     def changed(self, names) -> None:
         """The mirror changed the held fields ``names`` (pulled first): the next step sends them."""
@@ -261,8 +249,6 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "pull":
             box.pull(msg["names"])
-        elif msg["op"] == "pull_at":
-            box.pull_at(msg["name"], msg["new"])
         elif msg["op"] == "push":
             box.push(msg["names"])
         elif msg["op"] == "census":
