@@ -24,11 +24,15 @@ import numpy as np
 
 from .agents import rules as R
 
-__all__ = ["CELL_COUNTS", "cell_columns", "cell_counts", "field_stats", "mg_tumor"]
+__all__ = ["CELL_COUNTS", "LATTICE_CODES", "cell_columns", "cell_counts", "field_stats", "lattice_counts", "mg_tumor"]
 
 #: the integer partials of :func:`cell_counts`, in their order
 CELL_COUNTS = ("tcells", "tumor_live", "tumor_dead", "tumor_necrotic", "tcells_engaged", "tcells_exhausted",
                "lfa1_fixed")
+
+#: the lattice codes :func:`lattice_counts` counts (the ``tumor_live``, ``tumor_dead`` and
+#: ``tumor_necrotic`` partials of :data:`CELL_COUNTS`)
+LATTICE_CODES = (R.LIVE, R.DEAD, R.NECROTIC)
 
 #: LFA-1 is summed in this fixed point (2**-24: below float32's resolution of values in [0, 1])
 LFA1_BITS = 24
@@ -72,18 +76,26 @@ def field_stats(reduce, local, n_voxels: int, comm=None) -> dict:
     return {"mean": mean, "min": -_max(comm, -lo), "max": _max(comm, hi)}
 
 
-def cell_counts(xp, store, tumor, exhausted_below) -> np.ndarray:
+def lattice_counts(xp, tumor) -> np.ndarray:
+    """This process's voxels of each of :data:`LATTICE_CODES` in its own lattice voxels ``tumor`` (or
+    None: zeros), int64."""
+    if tumor is None:
+        return np.zeros(len(LATTICE_CODES), np.int64)
+    return np.array([int(xp.count_nonzero(tumor == code)) for code in LATTICE_CODES], np.int64)
+
+
+def cell_counts(xp, store, tumor, exhausted_below, lattice=None) -> np.ndarray:
     """This process's integer partials (:data:`CELL_COUNTS`) from its own T-cell rows (``store``) and
-    its own lattice voxels (``tumor``, or None). ``exhausted_below``: the T-cell function below which
-    a cell counts as exhausted (None: no T cells configured)."""
+    its own lattice voxels (``tumor``, or None), or, when given, the lattice's :func:`lattice_counts`
+    ``lattice`` (already combined over the ranks that hold the lattice). ``exhausted_below``: the
+    T-cell function below which a cell counts as exhausted (None: no T cells configured)."""
     s = store
     alive = s.state != np.uint8(R.TDEAD)
     # LFA-1 in 2**-24 fixed point: an integer sum, the same in any order, on any device and rank count
     fixed = xp.where(alive, xp.floor(s.lfa1.astype(xp.float64) * 2.0**LFA1_BITS + 0.5), 0.0).astype(xp.int64)
     exhausted = (int(xp.count_nonzero(alive & (s.function < np.float32(exhausted_below))))
                  if exhausted_below is not None else 0)
-    lattice = [int(xp.count_nonzero(tumor == code)) if tumor is not None else 0
-               for code in (R.LIVE, R.DEAD, R.NECROTIC)]
+    lattice = lattice_counts(xp, tumor) if lattice is None else np.asarray(lattice, np.int64)
     return np.array([int(xp.count_nonzero(alive)), *lattice, int(xp.count_nonzero(s.state == np.uint8(R.ENGAGED))),
                      exhausted, int(fixed.sum())], np.int64)
 

@@ -326,6 +326,7 @@ class Simulation:
         """Host copy of the tumour lattice, uint8 (z, y, x), codes :class:`TumorState`."""
         if self.state.tumor is None:
             return np.zeros(self.state.shape, np.uint8)
+        self.synchronize_state()  # MPI: the ranks hold the lattice
         return self.backend.to_host(self.state.tumor)
 
     def step(self) -> None:

@@ -83,6 +83,17 @@ def run_phases(k, p, seed, step, dims, st, s, counts, offsets, mg, o2, chem, ves
              s.div_timer, s.flags, s.prop, s.prio, s.pos_new, tumor)
 
 
+#: the lattice's per-step event counts (:func:`lattice_events`), in their order
+LATTICE_EVENTS = ("killed", "born", "lost", "pruned")
+
+
+def lattice_events(xp, event) -> np.ndarray:
+    """This step's lattice event counts (:data:`LATTICE_EVENTS`, int64) in ``event`` (the
+    ``tumor_event`` bits of the whole lattice, or of an MPI rank's box: they add up)."""
+    return np.array([int(xp.count_nonzero(event & bits)) for bits in
+                     (R.EV_KILLED, R.EV_BORN, R.EV_KILLED | R.EV_NECROSIS | R.EV_APOPTOSIS, R.EV_PRUNED)], np.int64)
+
+
 def check_new(uids) -> None:
     """New uids must be distinct among themselves; against the whole store they are checked every
     ``UID_CHECK_EVERY`` steps (a full check hashes every uid: too dear for every step)."""
@@ -247,20 +258,16 @@ class CellStep:
         if step % UID_CHECK_EVERY == 0 and self.store.n:
             check_unique(self.store.uid)
 
-    def count(self, sim) -> None:
+    def count(self, sim, lattice=None) -> None:
         """This step's counts (``last``) and their running totals: engagements and kills from the
-        store's flags, tumour births and deaths and vessel pruning from the lattice's events."""
+        store's flags, tumour births and deaths and vessel pruning from the lattice's events
+        (:func:`lattice_events` of the whole lattice, or ``lattice``: those of the MPI ranks' boxes, summed)."""
         xp = self.backend.xp
-        event = sim.state.tumor_event.reshape(-1)
         f = self.store.flags
-        ev = {
-            "engaged": int(xp.count_nonzero(f & R.FL_ENGAGED)),
-            "kills": int(xp.count_nonzero(f & R.FL_KILL)),
-            "killed": int(xp.count_nonzero(event & R.EV_KILLED)),
-            "born": int(xp.count_nonzero(event & R.EV_BORN)),
-            "lost": int(xp.count_nonzero(event & (R.EV_KILLED | R.EV_NECROSIS | R.EV_APOPTOSIS))),
-            "pruned": int(xp.count_nonzero(event & R.EV_PRUNED)),
-        }
+        if lattice is None:
+            lattice = lattice_events(xp, sim.state.tumor_event)
+        ev = {"engaged": int(xp.count_nonzero(f & R.FL_ENGAGED)), "kills": int(xp.count_nonzero(f & R.FL_KILL)),
+              **{name: int(v) for name, v in zip(LATTICE_EVENTS, lattice)}}
         self.totals["engagements"] += ev["engaged"]
         self.totals["kills"] += ev["kills"]
         self.totals["tumor_births"] += ev["born"]
@@ -303,15 +310,16 @@ class CellStep:
             log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
 
     # -- what a run exposes ---------------------------------------------------------------------
-    def columns(self, sim, mg_tumor=None) -> dict:
+    def columns(self, sim, mg_tumor=None, lattice=None) -> dict:
         """This step's timeseries values of the cells (gpusim.census: exact integer or fixed-point
         reductions, the rule the MPI ranks share). ``mg_tumor``: Mg's (mean, min) over the live
-        tumour when the caller has it (an MPI run combines it over the ranks that hold Mg)."""
+        tumour when the caller has it (an MPI run combines it over the ranks that hold Mg);
+        ``lattice``: the lattice's ``census.lattice_counts`` when the MPI ranks hold it."""
         from gpusim import census
 
         st, xp = sim.state, self.backend.xp
         exhausted_below = self.cfg.tcells.exhausted_below if self.cfg.tcells is not None else None
-        counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below)
+        counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below, lattice=lattice)
         if mg_tumor is None and "mg" in st.fields:
             n_live = int(counts[census.CELL_COUNTS.index("tumor_live")])
             mg_tumor = census.mg_tumor(self.backend.kernels("reduce"), xp, st.fields["mg"], st.n_tumor, st.n_voxels,

@@ -50,7 +50,7 @@ import math
 
 import numpy as np
 
-from .decomposition import Decomposition, choose_process_grid
+from .decomposition import Box, Decomposition, choose_process_grid
 from .halo import Halo, gather, scatter, scatter_box
 from .partitioned import PartitionedLOD
 from .regions import Regions
@@ -134,6 +134,9 @@ class BoxFieldRun:
             self.fields, self._operands, self._spare = {}, {}, {}
             self.step_count = 0
             self._start_step = 0
+            #: the ranks' lattice once they hold it (a CellWorker: the lattice operands ``vessel`` and
+            #: ``n_tumor`` then come from its boxes, not from rank 0's mirror)
+            self.lattice = None
             return
         # the single-process set-up (initial fields, vessels), cut to the box below; ``setup``: one built already
         self.setup = setup if setup is not None else Simulation(cfg.with_overrides({"backend": "cpu"}))
@@ -216,8 +219,21 @@ class BoxFieldRun:
             self._operands[name] = (flags, *arrays)
         self.push(header["push"], sim)
 
+    def layout_boxes(self, layout) -> list:
+        """Every rank's box of the arrays of ``layout`` (:meth:`_layout`; a halo array's box includes
+        its ghosts)."""
+        if layout == "halo":
+            d, w = self.decomp, self.halo.width
+            return [Box(tuple(o - lo for o, (lo, _) in zip(d.box(r).offset, d.ghosts(r, w))),
+                        tuple(n + lo + hi for n, (lo, hi) in zip(d.box(r).shape, d.ghosts(r, w))))
+                    for r in range(self.comm.size)]
+        return (self.slabs if layout == "slab" else self.decomp).boxes()
+
     def _part(self, cache, key, layout, whole, dtype):
-        """This rank's cut of rank 0's whole-grid array ``whole`` for ``layout`` (once per key and layout)."""
+        """This rank's cut for ``layout`` of rank 0's whole-grid array ``whole``, or of the ranks'
+        lattice array ``key`` when they hold the lattice (:attr:`lattice`; once per key and layout)."""
+        if (key, layout) not in cache and self.lattice is not None and key in self.lattice.OPERANDS:
+            cache[key, layout] = self.lattice.operand(key, self.layout_boxes(layout))
         if (key, layout) not in cache:
             if layout == "halo":
                 cache[key, layout] = scatter(self.comm, self.halo, whole)
@@ -305,6 +321,10 @@ class BoxFieldRun:
                 continue
             if bit == -1 and keep:
                 arrays.append(self.steady.local(self.fields[name]))  # the ranks' own copy
+                continue
+            key = {L.HAS_VESSEL: "vessel", L.HAS_TUMOR: "n_tumor"}.get(bit)
+            if self.lattice is not None and key is not None:  # the ranks hold the lattice
+                arrays.append(self.steady.local(self.lattice.operand(key, self.decomp.boxes())))
                 continue
             arrays.append(self.steady.local(scatter_box(self.comm, self.decomp, whole, dtype)))
             if self.comm.rank == 0:

@@ -25,9 +25,14 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   non-convergence). ``init = "steady"`` at set-up is solved by all ranks from the mirror's fields,
   gathered back into it (``_mirror``); grids with a single multigrid level (at most 2 voxels per
   axis) are solved by rank 0 alone, and their steady fields stay on the mirror.
-- The lattice and the T cells live on the mirror: rank 0 sends every rank its region each step and
-  takes its box back with the T cells recruited at the box's vessels and the daughters of its T
-  cells (``parallel.cells``); infusions run on rank 0.
+- The lattice lives on the ranks (each its box, from the first step on; ``parallel.cells``): the
+  cell step fills each rank's region from the boxes, the field step takes its lattice operands from
+  them, and rank 0 gets the boxes' integer partials (counts, plane sums). The mirror gathers the
+  lattice only to read it whole (an infusion, a frame, a checkpoint, the run's end, a hold over the
+  tumour).
+- The T cells live on the mirror: rank 0 sends every rank those of its region each step and takes
+  back those of its box with the T cells recruited at the box's vessels and the daughters of its T
+  cells; infusions run on rank 0.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time
 import numpy as np
 
 from ..agents.rules import LIVE
+from ..census import LATTICE_CODES
 from ..events import ApplyEvents
 from ..fields.steady import SteadyStateUndefined
 from ..simulation import Recorder
@@ -71,6 +77,8 @@ class DistributedFields:
         self._steady_s = None  # this step's seconds of steady solves per rank
         self.stale = set()  # held fields whose newest values are on the ranks only
         self.to_push = set(box_run.held)  # held fields the mirror changed (all, before the first step)
+        #: gathers the ranks' lattice into the mirror (DistributedCells.pull; None without cells)
+        self.pull_lattice = None
 
     def __getattr__(self, key):  # field_stats, steady_info, _operands, ... of the single-process operation
         return getattr(self.__dict__["_inner"], key)
@@ -121,9 +129,15 @@ class DistributedFields:
         self._steady_s = [0.0] * comm.size
         solve = self._solve_steady if self.box.steady is not None else None  # None: one level, rank 0 alone
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
+            holds = [ev for ev in sim.schedule.holds(sim.state.time_min) if ev.substrate == name]
+            if self.pull_lattice is not None and (
+                    any(ev.region == "tumor" for ev in holds)  # the hold's mask is the live tumour
+                    or (plan.method == "steady" and solve is None and self._inner.steady_is_due(sim.state.time_min,
+                                                                                                name))):
+                self.pull_lattice(sim)  # the mirror reads the lattice: a rank-0 solve's operands, a mask
             if plan.method == "steady":
                 self._inner.steady_if_due(sim.state, name, solve=solve)
-            if name in self.box.held and any(ev.substrate == name for ev in sim.schedule.holds(sim.state.time_min)):
+            if name in self.box.held and holds:
                 self.pull(sim, [name])
                 self._inner.apply_holds(sim, name)
                 self.changed([name])
@@ -149,8 +163,9 @@ class DistributedFields:
         """Bytes rank 0 moved so far: operands and pushed fields sent, halos, transposes, reduced rows,
         fields gathered by pulls."""
         b = self.box
+        operands = b.lattice.lattice_bytes if b.lattice is not None else 0  # the operands from the cell boxes
         return int(b.scattered_bytes + b.halo.bytes_sent + b.redistributed_bytes + b.partitioned_bytes
-                   + b.gathered_bytes)
+                   + b.gathered_bytes + operands)
 
 
 class DistributedEvents:
@@ -178,13 +193,14 @@ class DistributedRecorder(Recorder):
     def __init__(self, sim, fields: DistributedFields):
         super().__init__(sim)
         self.fields = fields
+        self.cells = None  # the DistributedCells, whose ranks hold the lattice (its counts after the step)
         self._step_stats = {}
 
     def apply(self, sim) -> None:
         box = self.fields.box
         mg_live = None
         if sim.cells is not None and "mg" in box.held:
-            mg_live = int(np.count_nonzero(sim.state.tumor == LIVE))
+            mg_live = int(self.cells.lattice_counts[LATTICE_CODES.index(LIVE)])
         header = {"op": "census", "names": sorted(box.held), "mg_live": mg_live}
         box.comm.bcast_json(header)
         self._step_stats, self._mg = box.census(header, sim.state.n_tumor)
@@ -196,7 +212,7 @@ class DistributedRecorder(Recorder):
         return super().field_stats(sim, name)
 
     def cell_columns(self, sim) -> dict:
-        return sim.cells.columns(sim, mg_tumor=self._mg)
+        return sim.cells.columns(sim, mg_tumor=self._mg, lattice=self.cells.lattice_counts)
 
 
 def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float, keep: bool = False):
@@ -261,6 +277,8 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             comm.send(np.array([seconds], np.float64), 0, _TAG_PERF)
         elif msg["op"] == "cells":
             cells.follow(msg)
+        elif msg["op"] == "lattice":
+            cells.gather_lattice()
         else:
             return
 
@@ -307,13 +325,22 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
         for op in mirror.operations:
             if isinstance(op, ApplyEvents):
                 swap[id(op)] = DistributedEvents(op, fields)
+        cells = None
         if mirror.cells is not None:
             cells = DistributedCells(mirror, comm, box, fields)
             swap[id(mirror.cells)] = cells
+            recorder.cells = cells
+            fields.pull_lattice = cells.pull
         mirror.operations = [swap.get(id(o), o) for o in mirror.operations]
         mirror.field_update = fields
         mirror.recorder = recorder
-        mirror.synchronizer = lambda: fields.pull(mirror)
+
+        def synchronize():
+            fields.pull(mirror)
+            if cells is not None:
+                cells.pull(mirror)
+
+        mirror.synchronizer = synchronize
         code = body(mirror, box)
     except BaseException:
         _abort(comm)  # the other ranks wait for rank 0: end the whole job
@@ -324,7 +351,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "fields; rank 0 holds the lattice and T cells and sends each rank its part every step)")
+            "fields and the lattice; rank 0 holds the T cells and sends each rank its part every step)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
