@@ -586,6 +586,31 @@ def test_balanced_runs_tile_the_axis_and_share_the_weight():
         Decomposition.from_runs((10, 4, 4), [[(0, 4), (5, 5)], [(0, 4)], [(0, 4)]])
 
 
+def test_the_lattice_partials_of_uneven_boxes_add_up_to_the_whole_grid():
+    """What each rank sends rank 0 of its lattice box (event counts, code counts, plane sums) summed
+    over an uneven decomposition equals the numbers of the whole lattice, which one process computes."""
+    from gpusim.agents import rules as R
+    from gpusim.agents.cells import lattice_events
+    from gpusim.census import lattice_counts
+    from gpusim.parallel.cells import cell_weights, plane_sites
+    from gpusim.parallel.decomposition import Box
+
+    shape = (9, 7, 5)
+    g = np.random.default_rng(3)
+    tumor = g.choice([R.EMPTY, R.LIVE, R.DEAD, R.NECROTIC], size=shape, p=[0.5, 0.3, 0.1, 0.1]).astype(np.uint8)
+    event = g.integers(0, 256, size=shape).astype(np.uint8)
+    d = Decomposition.from_runs(shape, [[(0, 2), (2, 7)], [(0, 4), (4, 3)], [(0, 5)]])
+    parts = sum(np.concatenate([lattice_events(np, event[b.slices]), lattice_counts(np, tumor[b.slices]),
+                                plane_sites(tumor[b.slices], b, shape)]) for b in d.boxes())
+    whole = np.concatenate([lattice_events(np, event), lattice_counts(np, tumor),
+                            plane_sites(tumor, Box((0, 0, 0), shape), shape)])
+    assert np.array_equal(parts, whole)
+    assert whole[4] == np.count_nonzero(tumor == R.LIVE) and whole[1] == np.count_nonzero(event & R.EV_BORN)
+    tcells = g.integers(0, tumor.size, 50)
+    for a, b in zip(cell_weights(None, tcells, shape, sites=parts[7:]), cell_weights(tumor, tcells, shape)):
+        assert np.array_equal(a, b)
+
+
 def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
     """A tumour in one corner on 4 ranks (2, 2, 1): equal boxes give one rank nearly all of it; the
     cell-balanced boxes give each rank a quarter of the T cells and tumour cells, to within 15 %."""
