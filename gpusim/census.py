@@ -84,18 +84,17 @@ def lattice_counts(xp, tumor) -> np.ndarray:
     return np.array([int(xp.count_nonzero(tumor == code)) for code in LATTICE_CODES], np.int64)
 
 
-def cell_counts(xp, store, tumor, exhausted_below, lattice=None) -> np.ndarray:
+def cell_counts(xp, store, tumor, exhausted_below) -> np.ndarray:
     """This process's integer partials (:data:`CELL_COUNTS`) from its own T-cell rows (``store``) and
-    its own lattice voxels (``tumor``, or None), or, when given, the lattice's :func:`lattice_counts`
-    ``lattice`` (already combined over the ranks that hold the lattice). ``exhausted_below``: the
-    T-cell function below which a cell counts as exhausted (None: no T cells configured)."""
+    its own lattice voxels (``tumor``, or None: zeros). ``exhausted_below``: the T-cell function below
+    which a cell counts as exhausted (None: no T cells configured)."""
     s = store
     alive = s.state != np.uint8(R.TDEAD)
     # LFA-1 in 2**-24 fixed point: an integer sum, the same in any order, on any device and rank count
     fixed = xp.where(alive, xp.floor(s.lfa1.astype(xp.float64) * 2.0**LFA1_BITS + 0.5), 0.0).astype(xp.int64)
     exhausted = (int(xp.count_nonzero(alive & (s.function < np.float32(exhausted_below))))
                  if exhausted_below is not None else 0)
-    lattice = lattice_counts(xp, tumor) if lattice is None else np.asarray(lattice, np.int64)
+    lattice = lattice_counts(xp, tumor)
     return np.array([int(xp.count_nonzero(alive)), *lattice, int(xp.count_nonzero(s.state == np.uint8(R.ENGAGED))),
                      exhausted, int(fixed.sum())], np.int64)
 

@@ -127,7 +127,7 @@ class Recorder:
         for name, plan in sim.field_update.plans.items():
             stats = self.field_stats(sim, name)
             if not math.isfinite(stats["mean"]):
-                sim.synchronize_state()
+                sim.synchronize_state(("fields",))
                 where = self._reduce.first_nonfinite(st.fields[name])
                 raise FieldNotFiniteError(
                     f"field {name!r} became non-finite at voxel (z, y, x) = {where} during the step "
@@ -243,7 +243,7 @@ class Simulation:
 
     def field_host(self, name: str) -> np.ndarray:
         """A NumPy copy of field ``name``."""
-        self.synchronize_state()
+        self.synchronize_state(("fields",))
         if name not in self.state.fields:
             raise KeyError(f"no substrate {name!r}; the run has {sorted(self.state.fields)}")
         return self.backend.to_host(self.state.fields[name])
@@ -271,6 +271,7 @@ class Simulation:
                  "target": np.zeros(0, np.int64)}
         if self.cells is None:
             return empty
+        self.synchronize_state(("tcells",))  # MPI: the ranks hold the T cells
         h = self.cells.store.to_host()
         keep = np.flatnonzero(h["state"] != np.uint8(TCellState.DEAD))
         keep = keep[np.argsort(h["uid"][keep], kind="stable")]
@@ -326,7 +327,7 @@ class Simulation:
         """Host copy of the tumour lattice, uint8 (z, y, x), codes :class:`TumorState`."""
         if self.state.tumor is None:
             return np.zeros(self.state.shape, np.uint8)
-        self.synchronize_state()  # MPI: the ranks hold the lattice
+        self.synchronize_state(("lattice",))  # MPI: the ranks hold the lattice
         return self.backend.to_host(self.state.tumor)
 
     def step(self) -> None:
@@ -381,13 +382,14 @@ class Simulation:
         return RunSummary(done * self.dt_min, done, wall, self.field_stats(), cells, interrupted)
 
     # -- the run store ---------------------------------------------------------------------------
-    def synchronize_state(self) -> None:
+    def synchronize_state(self, parts=None) -> None:
         """Bring this object's whole-grid state up to date before it is read as a whole (a field frame,
-        a checkpoint, the run's end, ``field_stats``). Nothing to do on one process, where the state is
-        this object's; on rank 0 of an MPI run whose ranks keep their own state, the driver's
+        a lattice frame, a T-cell snapshot, a checkpoint, the run's end, ``field_stats``); ``parts``:
+        some of "fields", "lattice", "tcells" (default: all). Nothing to do on one process, where the
+        state is this object's; on rank 0 of an MPI run whose ranks keep their own state, the driver's
         ``synchronizer`` gathers it (gpusim.parallel.run, docs/owned_state.md)."""
         if self.synchronizer is not None:
-            self.synchronizer()
+            self.synchronizer(parts)
 
     def attach_store(self, path, overwrite: bool = False, resume_step: int | None = None) -> None:
         """Write this run to the Zarr run store at ``path`` from now on (a writer and a checkpointer
@@ -422,7 +424,7 @@ class Simulation:
 
     def field_stats(self) -> dict:
         """Current mean/min/max of each field (exact fixed-point mean)."""
-        self.synchronize_state()
+        self.synchronize_state(("fields",))
         red = self.backend.kernels("reduce")
         return {
             name: {"unit": plan.unit, **field_summary(red, self.state.fields[name], self.state.n_voxels)}

@@ -592,7 +592,7 @@ def test_the_lattice_partials_of_uneven_boxes_add_up_to_the_whole_grid():
     from gpusim.agents import rules as R
     from gpusim.agents.cells import lattice_events
     from gpusim.census import lattice_counts
-    from gpusim.parallel.cells import cell_weights, plane_sites
+    from gpusim.parallel.cells import cell_weights, plane_sites, plane_tcells
     from gpusim.parallel.decomposition import Box
 
     shape = (9, 7, 5)
@@ -606,15 +606,21 @@ def test_the_lattice_partials_of_uneven_boxes_add_up_to_the_whole_grid():
                             plane_sites(tumor, Box((0, 0, 0), shape), shape)])
     assert np.array_equal(parts, whole)
     assert whole[4] == np.count_nonzero(tumor == R.LIVE) and whole[1] == np.count_nonzero(event & R.EV_BORN)
-    tcells = g.integers(0, tumor.size, 50)
-    for a, b in zip(cell_weights(None, tcells, shape, sites=parts[7:]), cell_weights(tumor, tcells, shape)):
-        assert np.array_equal(a, b)
+    z, y, x = np.unravel_index(g.integers(0, tumor.size, 50), shape)
+    planes = sum(plane_tcells(z[inside], y[inside], x[inside], shape) for inside in
+                 (((z >= b.offset[0]) & (z < b.stop[0]) & (y >= b.offset[1]) & (y < b.stop[1])) for b in d.boxes()))
+    weights = cell_weights(parts[7:7 + sum(shape)], planes, shape)
+    for axis, w in enumerate(weights):
+        others = tuple(a for a in range(3) if a != axis)
+        expect = (tumor != 0).sum(axis=others) + np.bincount((z, y, x)[axis], minlength=shape[axis])
+        assert np.array_equal(w, expect.astype(np.float64))
 
 
 def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
     """A tumour in one corner on 4 ranks (2, 2, 1): equal boxes give one rank nearly all of it; the
     cell-balanced boxes give each rank a quarter of the T cells and tumour cells, to within 15 %."""
-    from gpusim.parallel.cells import cell_weights
+    from gpusim.parallel.cells import cell_weights, plane_sites, plane_tcells
+    from gpusim.parallel.decomposition import Box
 
     shape = (32, 32, 32)
     tumor = np.zeros(shape, np.uint8)
@@ -622,7 +628,8 @@ def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
     tumor[(z - 6) ** 2 + (y - 7) ** 2 + (x - 8) ** 2 <= 25] = 1
     occupied = np.flatnonzero(tumor.reshape(-1))
     tcells = np.repeat(occupied[::3], 2)  # two T cells on every third tumour voxel
-    weights = cell_weights(tumor, tcells, shape)
+    weights = cell_weights(plane_sites(tumor, Box((0, 0, 0), shape), shape),
+                           plane_tcells(*np.unravel_index(tcells, shape), shape), shape)
 
     def shares(d):
         per = np.zeros(d.n_ranks)

@@ -94,6 +94,16 @@ def lattice_events(xp, event) -> np.ndarray:
                      (R.EV_KILLED, R.EV_BORN, R.EV_KILLED | R.EV_NECROSIS | R.EV_APOPTOSIS, R.EV_PRUNED)], np.int64)
 
 
+#: the T cells' per-step event counts (:func:`tcell_events`), in their order
+TCELL_EVENTS = ("engaged", "kills")
+
+
+def tcell_events(xp, flags) -> np.ndarray:
+    """This step's T-cell event counts (:data:`TCELL_EVENTS`, int64) in the store's ``flags`` (the
+    whole store's, or an MPI rank's own T cells': they add up)."""
+    return np.array([int(xp.count_nonzero(flags & bits)) for bits in (R.FL_ENGAGED, R.FL_KILL)], np.int64)
+
+
 def check_new(uids) -> None:
     """New uids must be distinct among themselves; against the whole store they are checked every
     ``UID_CHECK_EVERY`` steps (a full check hashes every uid: too dear for every step)."""
@@ -258,15 +268,17 @@ class CellStep:
         if step % UID_CHECK_EVERY == 0 and self.store.n:
             check_unique(self.store.uid)
 
-    def count(self, sim, lattice=None) -> None:
+    def count(self, sim, lattice=None, tcells=None) -> None:
         """This step's counts (``last``) and their running totals: engagements and kills from the
-        store's flags, tumour births and deaths and vessel pruning from the lattice's events
-        (:func:`lattice_events` of the whole lattice, or ``lattice``: those of the MPI ranks' boxes, summed)."""
+        store's flags (:func:`tcell_events`), tumour births and deaths and vessel pruning from the
+        lattice's events (:func:`lattice_events`); ``lattice``, ``tcells``: those of the MPI ranks'
+        boxes and T cells, summed, in place of the whole lattice's and store's."""
         xp = self.backend.xp
-        f = self.store.flags
         if lattice is None:
             lattice = lattice_events(xp, sim.state.tumor_event)
-        ev = {"engaged": int(xp.count_nonzero(f & R.FL_ENGAGED)), "kills": int(xp.count_nonzero(f & R.FL_KILL)),
+        if tcells is None:
+            tcells = tcell_events(xp, self.store.flags)
+        ev = {**{name: int(v) for name, v in zip(TCELL_EVENTS, tcells)},
               **{name: int(v) for name, v in zip(LATTICE_EVENTS, lattice)}}
         self.totals["engagements"] += ev["engaged"]
         self.totals["kills"] += ev["kills"]
@@ -310,16 +322,23 @@ class CellStep:
             log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
 
     # -- what a run exposes ---------------------------------------------------------------------
-    def columns(self, sim, mg_tumor=None, lattice=None) -> dict:
+    def step_events(self, sim):
+        """The events table's rows of the step just done (``io.layout.event_rows``), or None."""
+        from gpusim.io.layout import event_rows
+
+        return event_rows(self.store, self.backend.xp, self.backend.to_host, int(sim.state.step))
+
+    def columns(self, sim, mg_tumor=None, counts=None) -> dict:
         """This step's timeseries values of the cells (gpusim.census: exact integer or fixed-point
         reductions, the rule the MPI ranks share). ``mg_tumor``: Mg's (mean, min) over the live
         tumour when the caller has it (an MPI run combines it over the ranks that hold Mg);
-        ``lattice``: the lattice's ``census.lattice_counts`` when the MPI ranks hold it."""
+        ``counts``: the ``census.cell_counts`` of the whole run when the MPI ranks hold its parts."""
         from gpusim import census
 
         st, xp = sim.state, self.backend.xp
         exhausted_below = self.cfg.tcells.exhausted_below if self.cfg.tcells is not None else None
-        counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below, lattice=lattice)
+        if counts is None:
+            counts = census.cell_counts(xp, self.store, st.tumor, exhausted_below)
         if mg_tumor is None and "mg" in st.fields:
             n_live = int(counts[census.CELL_COUNTS.index("tumor_live")])
             mg_tumor = census.mg_tumor(self.backend.kernels("reduce"), xp, st.fields["mg"], st.n_tumor, st.n_voxels,

@@ -74,7 +74,7 @@ import numpy as np
 
 from .background import WriteQueue
 from .layout import (EVENT_COLUMNS, EVENT_KINDS, ROW_CHUNK, TCELL_COLUMNS, TRACK_COLUMNS, TRACK_DRAW, TUMOR_LABELS,
-                     append_image, event_rows, append_ragged, append_rows, block_mean2, choose_tracked, create_image,
+                     append_image, append_ragged, append_rows, block_mean2, choose_tracked, create_image,
                      create_ragged, create_table, image_shards, is_due, ome_multiscale, zstd_codec)
 from .store import StoreError, create_store, get_attrs, open_store, set_status
 
@@ -376,7 +376,7 @@ class RunWriter:
     # -- events --------------------------------------------------------------------------------
     def _collect_events(self, sim) -> None:
         """Buffer this step's engage/hit/kill/disengage rows (read at the end of the step)."""
-        rows = event_rows(sim.cells.store, sim.backend.xp, sim.backend.to_host, int(sim.state.step))
+        rows = sim.cells.step_events(sim)  # an MPI run's merged from its ranks
         if rows is not None:
             self._ev_pending.append(rows)
             self._ev_pending_rows += int(rows["step"].shape[0])

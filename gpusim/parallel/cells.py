@@ -1,17 +1,22 @@
 """The tumour lattice and the T cells stepped box by box on N ranks, bitwise equal to one process.
 
-The ranks hold the lattice (each its box, from the first step on); rank 0 holds the T cells
-(gpusim.parallel.run). Each step rank 0 sorts the T cells and sends every rank those of its
-*region* — its box grown by ``CELL_GHOST`` voxels on every side, clipped to the grid. The lattice the
-rules read one voxel further out (so every engaged T cell's target is there) and the fields over
-that lattice region come from the ranks that hold them, by ``parallel.regions`` (the lattice from
-the ranks' boxes, a field from its owners' boxes).
-Each rank runs the six phases of the single-process step (:func:`gpusim.agents.cells.run_phases`,
-the same kernels) on arrays of that size, whose *frame* places them in the global grid, then recruits
-at the vessel voxels of its box and divides its own T cells (``agents.cells.recruit``, ``divide``).
-Each rank keeps its box of the stepped lattice; rank 0 takes back the T cells that sat in the box at
-the sort, the new ones and the box's numbers (event and code counts, plane sums: integer partials),
-and finishes the step (counts, appends, uid checks).
+The ranks hold the lattice and the T cells from the first step on: each rank its box of the lattice
+and the T cells whose voxel lies in its box (rank 0's mirror, gpusim.parallel.run, is only gathered
+when it is read whole). Each step every rank
+
+1. sends its T cells that left its box to their new owners (``parallel.migrate.migrate``, the dead
+   dropped) and receives copies of the others' T cells within ``CELL_GHOST`` voxels of its box
+   (``ghosts``): the T cells of its *region*, its box grown by that width, clipped to the grid;
+2. fills the lattice one voxel further out (so every engaged T cell's target is there) and the
+   fields over that lattice region from the ranks that hold them (``parallel.regions``);
+3. sorts its region's T cells by (voxel, uid) (the counts over its box are the field step's
+   ``n_tcell``) and runs the six phases of the single-process step
+   (:func:`gpusim.agents.cells.run_phases`, the same kernels) on arrays of that size, whose *frame*
+   places them in the global grid, then recruits at the vessel voxels of its box and divides its
+   own T cells (``agents.cells.recruit``, ``divide``);
+4. keeps its box of the lattice and the T cells that sat in its box with the new ones, and sends
+   rank 0 only its :class:`Partials` (integer counts and plane sums that add up over the ranks) and
+   its event rows, from which rank 0 finishes the step (counts, totals, the timeseries row).
 
 Why this is exact: every rule is a gather over the 27 voxels around a voxel or an agent, and its
 random numbers are keyed by global voxel index and uid (DESIGN.md §2; the frame gives the global
@@ -29,10 +34,11 @@ moves, after A3, of the T cells within one voxel of a vessel voxel: one voxel mo
 where T cells are recruited. Redundant work on the ghosts instead of a halo exchange between phases:
 one message per rank and step.
 
-Scope of this version: rank 0 holds and re-sends the T cells every step (the lattice stays on the
-ranks; rank 0's mirror of it is gathered only when read whole); infusions run on rank 0 (their
-placement reads the whole lattice, gathered first, and the occupancy). New T cells are appended rank by
-rank, so rank 0's row order differs from one process's; nothing reads it: the next sort orders by
+Scope of this version: infusions run on rank 0 (their placement reads the whole lattice and every
+T cell, gathered first, and rank 0 then hands all T cells out again by the migration); uids are
+checked for duplicates on each rank every ``UID_CHECK_EVERY`` steps (a uid made twice sits where its
+original does, so on the same rank; new uids are made distinct by their origin). A gathered mirror
+store is in rank order, not one process's; nothing reads that order: the next sort orders by
 (voxel, uid), and snapshots and checkpoints by uid.
 """
 
@@ -45,12 +51,15 @@ import numpy as np
 
 from ..agents import params as P
 from ..agents import rules as R
-from ..agents.cells import LATTICE_EVENTS, check_new, divide, lattice_events, recruit, run_phases
+from ..agents.cells import (LATTICE_EVENTS, TCELL_EVENTS, UID_CHECK_EVERY, divide, lattice_events, recruit,
+                            run_phases, tcell_events)
 from ..agents.spatial_index import sort_by_voxel_uid
-from ..agents.tcell_store import COLUMNS, STATE_COLUMNS, TCellStore
+from ..agents.tcell_store import COLUMNS, STATE_COLUMNS, TCellStore, check_unique
 from ..backend import select_backend
-from ..census import LATTICE_CODES, lattice_counts
-from .decomposition import Box, Decomposition, balanced_runs
+from ..census import CELL_COUNTS, LATTICE_CODES, cell_counts, lattice_counts
+from ..io.layout import EVENT_COLUMNS, merge_event_rows
+from .decomposition import Box, Decomposition, balanced_runs, region
+from .migrate import Traffic, ghosts, migrate, pack, row_bytes, unpack, voxel_coords
 from .regions import Regions
 
 __all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
@@ -82,16 +91,6 @@ def recruits(cfg, has_vessel: bool) -> bool:
     return cfg.tcells is not None and cfg.tcells.recruit_per_vessel_per_min > 0 and has_vessel
 
 
-def region(decomp: Decomposition, rank: int, width: int) -> Box:
-    """``rank``'s box grown by ``width`` voxels (:func:`ghost_width`; the T cells a rank gets) on
-    every side, clipped to the grid; one voxel more for the lattice and fields: ``width + 1``."""
-    width = int(width)
-    b = decomp.box(rank)
-    lo = [max(0, o - width) for o in b.offset]
-    hi = [min(n, s + width) for n, s in zip(decomp.shape, b.stop)]
-    return Box(tuple(lo), tuple(h - l for l, h in zip(lo, hi)))
-
-
 def _zyx(voxel, shape):
     ny, nx = int(shape[1]), int(shape[2])
     return voxel // (ny * nx), (voxel // nx) % ny, voxel % nx
@@ -111,7 +110,38 @@ def _names(cfg, has_vessel):
 
 
 _DTYPES = {"tumor": np.uint8, "damage": np.uint8, "last_hit": np.int32, "since": np.int32, "div_dir": np.int8,
-           "n_tumor": np.uint8, "hit_mark": np.uint8, "tumor_event": np.uint8, "vessel": np.uint8}
+           "n_tumor": np.uint8, "hit_mark": np.uint8, "tumor_event": np.uint8, "vessel": np.uint8,
+           "n_tcell": np.uint8}
+
+
+class Partials:
+    """The numbers each rank sends rank 0 after its cell step, as one int64 vector: they add up over
+    the ranks, and their sum is what one process computes over the whole grid and store. ``made``:
+    recruited, born; ``events``: ``agents.cells.lattice_events``; ``codes``: ``census.lattice_counts``;
+    ``sites``: :func:`plane_sites`; ``died``: dead T cells dropped; ``flags``:
+    ``agents.cells.tcell_events``; ``census``: ``census.cell_counts`` of the T cells (lattice entries
+    0); ``planes``: :func:`plane_tcells` of the living T cells (the next balance's); ``rows``: T cells
+    before and after the migration (the conservation check)."""
+
+    def __init__(self, shape):
+        planes = int(sum(shape))
+        self.parts = (("made", 2), ("events", len(LATTICE_EVENTS)), ("codes", len(LATTICE_CODES)),
+                      ("sites", planes), ("died", 1), ("flags", len(TCELL_EVENTS)), ("census", len(CELL_COUNTS)),
+                      ("planes", planes), ("rows", 2))
+        self.size = sum(n for _, n in self.parts)
+
+    def pack(self, **values) -> np.ndarray:
+        out = np.concatenate([np.asarray(values[name], np.int64).reshape(-1) for name, _ in self.parts])
+        if out.shape[0] != self.size:
+            raise ValueError(f"cell-step partials of length {out.shape[0]}; expected {self.size}")
+        return out
+
+    def unpack(self, vec) -> dict:
+        out, at = {}, 0
+        for name, n in self.parts:
+            out[name] = np.asarray(vec[at:at + n], np.int64)
+            at += n
+        return out
 
 
 class _Lattice:
@@ -131,8 +161,8 @@ class CellWorker:
     step's operands (:meth:`operand`), rank 0's mirror when a frame or a checkpoint reads it
     (:meth:`gather_lattice`), and the new boxes when they are re-cut (:meth:`set_decomposition`)."""
 
-    #: the lattice arrays the field step reads (``BoxFieldRun.lattice``)
-    OPERANDS = ("vessel", "n_tumor")
+    #: the arrays of the boxes the field step reads (``BoxFieldRun.lattice``)
+    OPERANDS = ("vessel", "n_tumor", "n_tcell")
 
     def __init__(self, cfg, comm, fields_run, has_vessel: bool):
         self.comm = comm
@@ -149,8 +179,13 @@ class CellWorker:
         self.recruits = recruits(cfg, has_vessel)
         self.width = ghost_width(self.recruits)
         self._dummy = np.zeros(1, np.float32)
-        self.store = TCellStore(self.backend, capacity=1024)
-        self.own = None  # this rank's box of the lattice (lattice_out), from scatter_lattice on
+        self.store = TCellStore(self.backend, capacity=1024)  # the step's region
+        self.tcells = TCellStore(self.backend, capacity=1024)  # this rank's own T cells between steps
+        self.traffic = Traffic()  # what this rank sent and received in migrations and ghost exchanges
+        self.gathered_bytes = 0  # rank 0: T cells gathered into the mirror (gather_tcells)
+        # the arrays of the box it keeps: the lattice, and the T cells per voxel at the sort (n_tcell)
+        self.owned = self.lattice_out + (("n_tcell",) if cfg.tcells is not None else ())
+        self.own = None  # this rank's box of the ``owned`` arrays, from scatter_lattice on
         self.lattice_bytes = 0  # lattice sent and received by this rank (regions, operands, scatter, gathers, re-cuts)
         self.decomp = None
         self.set_decomposition(decomp)
@@ -196,13 +231,13 @@ class CellWorker:
         move = Regions.scatter(self.comm, self.decomp)
         self.own = {n: self._count(move, move.fill(None if state is None else getattr(state, n),
                                                    out=np.empty(self.box.shape, _DTYPES[n])))
-                    for n in self.lattice_out}
+                    for n in self.owned}
         self.fields_run.lattice = self
 
     def gather_lattice(self, state=None) -> None:
         """Every rank: the boxes of the lattice gathered into rank 0's mirror (``state``; None elsewhere)."""
         move = Regions.gather(self.comm, self.decomp.boxes(), self.shape)
-        for name in self.lattice_out:
+        for name in self.owned:
             self._count(move, move.fill(self.own[name], out=None if state is None else getattr(state, name)))
 
     def fill_lattice(self) -> None:
@@ -224,13 +259,6 @@ class CellWorker:
         if move is None:
             move = self._operand_moves[boxes] = Regions(self.comm, self.decomp.boxes(), list(boxes))
         return self._count(move, move.fill(self.own[key], out=np.zeros(boxes[self.comm.rank].shape, _DTYPES[key])))
-
-    def partials(self) -> np.ndarray:
-        """This rank's numbers of its box's lattice after the step, which add up over the ranks (rank 0
-        sums them): the event counts (``agents.cells.lattice_events``), the code counts
-        (``census.lattice_counts``) and the occupied sites per plane (:func:`plane_sites`), int64."""
-        return np.concatenate([lattice_events(np, self.own["tumor_event"]), lattice_counts(np, self.own["tumor"]),
-                               plane_sites(self.own["tumor"], self.box, self.shape)])
 
     def fill_fields(self, mirror_fields=None) -> None:
         """Every rank: the fields over this rank's lattice region, from the ranks that hold them (a
@@ -271,27 +299,28 @@ class CellWorker:
             self.set_decomposition(Decomposition.from_runs(self.shape, runs))
         if msg["scatter"]:
             self.scatter_lattice(state)
-    def step(self, step: int, rows: np.ndarray, columns: dict, a_serum: float = 0.0):
+    def step(self, step: int, columns: dict, a_serum: float = 0.0):
         """Run step ``step`` on this rank's region (its lattice and fields in place:
-        :meth:`fill_lattice`, :meth:`fill_fields`), given its T cells (``rows``: their rows in rank 0's
-        sorted store; voxel indices global): the six phases, then recruitment at the vessel voxels of
-        the box (recruits arrive with LFA-1 ``a_serum``) and the daughters of the box's T cells, as
-        ``CellStep.finish`` does on one process; the box of the stepped lattice is kept (:meth:`keep_box`).
-        Returns the rows and columns of the T cells that sat in the box, with global voxel indices, the
-        new T cells' state columns, and the numbers recruited and born followed by :meth:`partials`
-        (int64)."""
+        :meth:`fill_lattice`, :meth:`fill_fields`), given the T cells of its region (``columns``: own
+        ones and ghosts, in any order; voxel indices global): the sort by (voxel, uid), whose counts
+        over the box are the field step's ``n_tcell``, the six phases, then recruitment at the vessel
+        voxels of the box (recruits arrive with LFA-1 ``a_serum``) and the daughters of the box's T
+        cells, as ``CellStep.finish`` does on one process; the box of the stepped lattice is kept
+        (:meth:`keep_box`). Returns the columns of the T cells that sat in the box, with global voxel
+        indices, the new T cells' state columns, and the numbers recruited and born."""
         s = self.store
         s.n = 0
-        local = np.zeros(0, bool)
-        if rows.shape[0]:
+        if columns["uid"].shape[0]:
             s.append(**columns)
             # an engaged T cell's target is within one voxel of it, so inside the lattice region; a free
             # one's ``target`` is the stale value of its last synapse, never read: it stays global
-            local = s.state == np.uint8(R.ENGAGED)
-            s.target[local] = self._to_local(s.target[local])
+            engaged = s.state == np.uint8(R.ENGAGED)
+            s.target[engaged] = self._to_local(s.target[engaged])
         counts, offsets = sort_by_voxel_uid(s, self.dx_um, self.lregion.shape, fr=self.frame)
-        if not np.array_equal(s.uid, columns["uid"]):  # a subsequence of a sorted store stays in order
-            raise RuntimeError("MPI cell step: this rank's T cells came out of (voxel, uid) order")
+        local = s.state == np.uint8(R.ENGAGED)  # the rows converted above, in the sort's order
+        if "n_tcell" in self.own:  # the region's sort holds every T cell of the box: the box's counts
+            box_counts = counts.reshape(self.lregion.shape)[self.box_local.slices]
+            self.own["n_tcell"][...] = box_counts.clip(0, 255).astype(np.uint8)
         f = {n: self.fields[n].reshape(-1) if n in self.fields else self._dummy for n in RULE_FIELDS}
         vessel = self.lat.vessel.reshape(-1) if "vessel" in self.lattice_in else self._no_vessel
         run_phases(self.k, self.p, self.seed, np.int64(step), self.dims, self.lat, s, counts, offsets,
@@ -312,7 +341,53 @@ class CellWorker:
             out[c] = self._to_global(out[c])
         local = (local | ((s.flags[:n] & R.FL_ENGAGED) != 0))[mine]  # targets set here or converted above
         out["target"][local] = self._to_global(out["target"][local])
-        return rows[mine], out, new, np.concatenate([np.array([recruited, born], np.int64), self.partials()])
+        return out, new, (recruited, born)
+
+    def run_step(self, msg: dict, sim=None):
+        """Every rank: cell step ``msg["step"]`` (rank 0's header; ``sim``: rank 0's mirror, None
+        elsewhere). Its own T cells (all of them on rank 0 at the first step and after an infusion,
+        which rank 0's mirror holds then) go to their owners (``migrate``, the dead dropped), the
+        others' within ``width`` of its box come as ghosts (``ghosts``), its region is stepped
+        (:meth:`step`), and it keeps the T cells of its box and its new ones. Returns its
+        :class:`Partials` vector, seconds in the phases, and the step's event rows (``msg["events"]``) or None."""
+        from ..io.layout import event_rows
+
+        step = int(msg["step"])
+        self.prepare(msg, None if sim is None else sim.state)
+        if msg["scatter"] or msg["infuse"]:
+            self.tcells.n = 0
+            if sim is not None:
+                self.tcells.append(**{c: getattr(sim.cells.store, c) for c in STATE_COLUMNS})
+        t = self.tcells
+        before, died = t.n, int(np.count_nonzero(t.state == np.uint8(R.TDEAD)))
+        own = migrate(self.comm, self.decomp, {c: getattr(t, c) for c in STATE_COLUMNS}, self.dx_um,
+                      drop_dead=True, traffic=self.traffic)
+        halo = ghosts(self.comm, self.decomp, own, self.width, self.dx_um, traffic=self.traffic)
+        kept = own["uid"].shape[0]
+        self.fill_lattice()
+        self.fill_fields(None if sim is None else sim.state.fields)
+        t0 = time.perf_counter()
+        out, new, made = self.step(step, {c: np.concatenate([own[c], halo[c]]) for c in STATE_COLUMNS},
+                                   msg["a_serum"])
+        seconds = time.perf_counter() - t0
+        flags = tcell_events(np, out["flags"])  # before the new T cells, as CellStep.count
+        t.n = 0
+        t.append(**out)
+        if new["uid"].shape[0]:
+            t.append(**new)
+        if step % UID_CHECK_EVERY == 0 and t.n:
+            check_unique(t.uid)  # a copy made twice sits where the original does, on the same rank
+        exhausted = self.tc.exhausted_below if self.tc is not None else None
+        alive = t.state != np.uint8(R.TDEAD)
+        z, y, x = voxel_coords(t.pos_um[alive], self.dx_um, self.shape)
+        parts = Partials(self.shape)
+        vec = parts.pack(made=made, events=lattice_events(np, self.own["tumor_event"]),
+                         codes=lattice_counts(np, self.own["tumor"]),
+                         sites=plane_sites(self.own["tumor"], self.box, self.shape), died=[died],
+                         flags=flags, census=cell_counts(np, t, None, exhausted),
+                         planes=plane_tcells(z, y, x, self.shape), rows=[before, kept])
+        events = event_rows(t, np, np.asarray, step) if msg["events"] else None
+        return vec, seconds, events
 
     def _box_vessels(self):
         """The vessel voxels of this rank's box (after this step's pruning) as ascending indices of its
@@ -324,30 +399,38 @@ class CellWorker:
 
     # -- ranks > 0 --------------------------------------------------------------------------------
     def follow(self, msg: dict) -> None:
-        """Receive this rank's T cells from rank 0, step its region, send its T cells and numbers back."""
-        self.prepare(msg)
+        """Step this rank's region and send rank 0 its numbers (and event rows)."""
+        vec, seconds, events = self.run_step(msg)
         comm = self.comm
-        m = np.empty(1, np.int64)
-        comm.recv(m, 0, _TAG)
-        n = int(m[0])
-        rows = _recv(comm, (n,), np.int64)
-        columns = {c: _recv(comm, (n,) + shape, dt) for c, (dt, shape, _) in COLUMNS.items()}
-        self.fill_lattice()
-        self.fill_fields()
-        t0 = time.perf_counter()
-        out_rows, out_columns, new, made = self.step(int(msg["step"]), rows, columns, msg["a_serum"])
-        comm.send(np.array([time.perf_counter() - t0, n], np.float64), 0, _TAG)
-        comm.send(np.array([out_rows.shape[0], new["uid"].shape[0]], np.int64), 0, _TAG)
-        comm.send(made, 0, _TAG)
-        comm.send(out_rows, 0, _TAG)
-        for c in COLUMNS:
-            comm.send(out_columns[c], 0, _TAG)
-        for c in STATE_COLUMNS:
-            comm.send(new[c], 0, _TAG)
+        comm.send(np.array([seconds], np.float64), 0, _TAG)
+        comm.send(vec, 0, _TAG)
+        if msg["events"]:
+            n = 0 if events is None else events["step"].shape[0]
+            comm.send(np.array([n], np.int64), 0, _TAG)
+            if n:
+                for c in EVENT_COLUMNS:
+                    comm.send(np.ascontiguousarray(events[c]), 0, _TAG)
 
-
-def _recv(comm, shape, dtype):
-    return _recv_from(comm, 0, shape, dtype)
+    def gather_tcells(self, store=None) -> None:
+        """Every rank: its own T cells (state columns) sent to rank 0, which puts them all, rank by
+        rank, into the mirror's ``store`` (None elsewhere)."""
+        comm, t = self.comm, self.tcells
+        if comm.rank != 0:
+            comm.send(np.array([t.n], np.int64), 0, _TAG + 1)
+            if t.n:
+                comm.send(pack({c: getattr(t, c) for c in STATE_COLUMNS}, names=STATE_COLUMNS), 0, _TAG + 1)
+            return
+        store.n = 0
+        store.append(**{c: getattr(t, c) for c in STATE_COLUMNS})
+        rb = row_bytes(STATE_COLUMNS)
+        for r in range(1, comm.size):
+            m = np.empty(1, np.int64)
+            comm.recv(m, r, _TAG + 1)
+            if m[0]:
+                buf = np.empty(int(m[0]) * rb, np.uint8)
+                comm.recv(buf, r, _TAG + 1)
+                self.gathered_bytes += buf.nbytes
+                store.append(**unpack(buf, int(m[0]), STATE_COLUMNS))
 
 
 def _recv_from(comm, source, shape, dtype):
@@ -369,37 +452,42 @@ def plane_sites(tumor, box: Box, shape) -> np.ndarray:
     return np.concatenate(out)
 
 
-def cell_weights(tumor, tcell_voxel, shape, sites=None) -> list:
-    """Per axis, the cell step's work along it: T cells (binned by voxel) plus occupied lattice sites
-    in each plane — what the six phases loop over (``parallel.balance = "cells"``). ``sites``: the
-    :func:`plane_sites` of the whole grid when the ranks hold the lattice (``tumor`` is then unread)."""
-    if sites is None:
-        sites = plane_sites(tumor, Box((0, 0, 0), tuple(shape)), shape)
-    z, y, x = _zyx(tcell_voxel, shape)
+def plane_tcells(z, y, x, shape) -> np.ndarray:
+    """T cells at voxels (z, y, x) per plane along z, y and x, concatenated (nz + ny + nx, int64):
+    they add up over the ranks' T cells."""
+    return np.concatenate([np.bincount(c, minlength=n).astype(np.int64) for c, n in zip((z, y, x), shape)])
+
+
+def cell_weights(sites, planes, shape) -> list:
+    """Per axis, the cell step's work along it: occupied lattice sites (``sites``, :func:`plane_sites`)
+    plus T cells (``planes``, :func:`plane_tcells`) in each plane — what the six phases loop over
+    (``parallel.balance = "cells"``). Float64 vectors of length nz, ny, nx."""
     out, at = [], 0
-    for axis, coord in enumerate((z, y, x)):
-        planes = sites[at:at + shape[axis]].astype(np.float64)
-        at += shape[axis]
-        out.append(planes + np.bincount(coord, minlength=shape[axis]).astype(np.float64))
+    for n in shape:
+        out.append(sites[at:at + n].astype(np.float64) + planes[at:at + n].astype(np.float64))
+        at += n
     return out
 
 
 class DistributedCells:
-    """Rank 0's cell operation: the single-process CellStep of ``sim``, its phases done by all ranks.
+    """Rank 0's cell operation: the single-process CellStep of ``sim``, its step done by all ranks.
 
-    The ranks hold the lattice from the first step on (each its box, :class:`CellWorker`), and rank 0
-    its T cells: each step it sends every rank the T cells of its region and takes back those of its
-    box, the new ones and the box's numbers (:meth:`CellWorker.partials`: event and code counts, plane
-    sums), from which it finishes the step (``CellStep.count``), the recorder its row and the
-    balance its weights. The mirror's lattice is then *stale* until :meth:`pull` gathers it (an
-    infusion's placement, a frame, a checkpoint, the run's end, a hold over the tumour).
+    The ranks hold the lattice and the T cells from the first step on (each its box and the T cells
+    whose voxel is in it, :class:`CellWorker`): each step every rank migrates its T cells to their
+    owners, exchanges ghosts, steps its region and keeps its box, and sends rank 0 only its
+    :class:`Partials` (and event rows), from which rank 0 finishes the step (``CellStep.count``, the
+    totals), the recorder its row and the balance its weights. The mirror's lattice and T cells are
+    then *stale* until :meth:`pull` gathers them (an infusion's placement, a frame, a snapshot, a
+    checkpoint, the run's end; the lattice alone for a hold over the tumour or a steady solve on
+    rank 0).
 
     The boxes of the cell step need not be the fields' (the results do not depend on the boxes): with
     ``parallel.balance = "cells"`` (default) the process grid is kept and the runs along each axis are
     re-cut every ``BALANCE_EVERY`` steps so that each holds an equal share of the T cells and tumour
-    cells (:func:`cell_weights`), and the lattice moves from the old boxes to the new; with ``"even"``
-    they are the fields' equal boxes. Per step it records each rank's T cells, its seconds in the
-    phases, and rank 0's seconds of messages, in ``sim.perf_extra`` (the store's perf/)."""
+    cells (:func:`cell_weights`), the lattice moving from the old boxes to the new and the T cells
+    by the next migration; with ``"even"`` they are the fields' equal boxes. Per step it records each
+    rank's T cells, its seconds in the phases, and rank 0's seconds and bytes of messages, in
+    ``sim.perf_extra`` (the store's perf/)."""
 
     name = "cells"
 
@@ -408,127 +496,105 @@ class DistributedCells:
         self.comm, self.decomp = comm, fields_run.decomp
         self.fields_op = fields_op  # rank 0's DistributedFields: the fields live on the ranks
         self.balance = sim.config.parallel.balance
+        self.events = bool(sim.config.output.events) and sim.config.tcells is not None
         self.worker = CellWorker(sim.config, comm, fields_run, has_vessel=sim.state.vessel is not None)
-        self.stale = False  # whether the ranks' lattice is newer than the mirror's
-        self.lattice_counts = None  # census.lattice_counts of the lattice after the last step (the recorder's)
-        self._sites = None  # plane_sites of the lattice after the last step (the balance's)
-        self._regions()
-
-    def _regions(self) -> None:
-        width = self.worker.width
-        self.regions = [region(self.decomp, r, width) for r in range(self.comm.size)]  # T cells (lattice: the worker)
+        self.partials = Partials(sim.state.shape)
+        self.stale = {"lattice": False, "tcells": False}  # whether the ranks' copy is newer than the mirror's
+        self.lattice_counts = None  # census.lattice_counts after the last step (the recorder's)
+        self.census_counts = None  # census.cell_counts of the whole run after the last step (the recorder's)
+        self.step_rows = None  # the last step's event rows (the writer's, step_events)
+        self._sites = self._planes = None  # plane_sites and plane_tcells after the last step (the balance's)
 
     def __getattr__(self, key):  # store, totals, last, columns(), ... of the single-process operation
         return getattr(self.__dict__["inner"], key)
 
-    def pull(self, sim) -> None:
-        """All ranks: the ranks' lattice gathered into the mirror when it is stale."""
-        if self.stale:
-            self.comm.bcast_json({"op": "lattice"})
-            self.worker.gather_lattice(sim.state)
-            self.stale = False
+    def pull(self, sim, parts=("lattice", "tcells")) -> None:
+        """All ranks: the ranks' lattice and T cells (``parts``) gathered into the mirror where stale."""
+        w = self.worker
+        for part in parts:
+            if self.stale[part]:
+                self.comm.bcast_json({"op": part})
+                w.gather_lattice(sim.state) if part == "lattice" else w.gather_tcells(self.inner.store)
+                self.stale[part] = False
+
+    def step_events(self, sim):
+        """The event rows of the step just done (the writer's), merged from the ranks'."""
+        return self.step_rows
 
     def _rebalance(self, sim) -> None:
-        st = sim.state
-        weights = cell_weights(st.tumor, self.inner.store.voxel, st.shape, sites=self._sites if self.stale else None)
+        st, s = sim.state, self.inner.store
+        sites = self._sites if self.stale["lattice"] else plane_sites(st.tumor, Box((0, 0, 0), st.shape), st.shape)
+        if self.stale["tcells"]:
+            planes = self._planes
+        else:  # the mirror holds every T cell (the first step, an infusion)
+            alive = s.state != np.uint8(R.TDEAD)
+            planes = plane_tcells(*voxel_coords(s.pos_um[alive], st.dx_um, st.shape), st.shape)
+        weights = cell_weights(sites, planes, st.shape)
         runs = [balanced_runs(w, p) for w, p in zip(weights, self.decomp.ranks_zyx)]
         if runs != self.decomp.runs:
             self.decomp = Decomposition.from_runs(st.shape, runs)
-            self._regions()
 
     def apply(self, sim) -> None:
         cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
         self.fields_op.push_pending(sim)  # the fields the mirror changed (set-up, a bolus) before the rules read them
         t_start = time.perf_counter()
-        if sim.schedule.infusions_due(st.step):
-            self.pull(sim)  # the placement reads the whole lattice
-        cs._infuse(sim)
-        cs.index(sim)
+        infuse = bool(sim.schedule.infusions_due(st.step))
+        if infuse:
+            self.pull(sim)  # the placement reads the whole lattice and every T cell
+            cs._infuse(sim)
         if self.balance == "cells" and st.step % BALANCE_EVERY == 0:
             self._rebalance(sim)
         a_serum = float(cs.serum_lfa1(sim)) if w.recruits else 0.0  # a float32, exact through JSON
         header = {"op": "cells", "step": int(st.step), "a_serum": a_serum, "scatter": w.own is None,
+                  "infuse": infuse, "events": self.events,
                   "runs": [[list(r) for r in axis] for axis in self.decomp.runs]}
         comm.bcast_json(header)
-        lattice_before = w.lattice_bytes + w.field_bytes
-        w.prepare(header, st)
-        s = cs.store
-        host = {c: getattr(s, c) for c in COLUMNS}  # numpy views (rank 0's mirror is on the CPU)
+        tr = w.traffic
+        before = w.lattice_bytes + w.field_bytes + tr.bytes_sent + tr.bytes_received + tr.count_bytes
+        vec, sec, events = w.run_step(header, sim)
+        vecs, seconds, rows = [vec], [sec], [events]
         moved = 0
-
-        def send(a, r):
-            nonlocal moved
-            a = np.ascontiguousarray(a)
-            comm.send(a, r, _TAG)
-            moved += a.nbytes
-
-        def recv(r, shape, dtype):
-            nonlocal moved
-            a = _recv_from(comm, r, shape, dtype)
-            moved += a.nbytes
-            return a
-
-        mine = None
-        for r, reg in enumerate(self.regions):
-            rows = np.flatnonzero(_inside(host["voxel"], st.shape, reg)).astype(np.int64)
-            columns = {c: host[c][rows] for c in COLUMNS}
-            if r == 0:
-                mine = (rows, columns)
-                continue
-            send(np.array([rows.shape[0]], np.int64), r)
-            for a in (rows, *(columns[c] for c in COLUMNS)):
-                send(a, r)
-        w.fill_lattice()
-        w.fill_fields(st.fields)
-        rows, columns = mine
-        t0 = time.perf_counter()
-        results = [w.step(int(st.step), rows, columns, a_serum)]
-        seconds = [time.perf_counter() - t0]
-        n_made = results[0][3].shape[0]
         for r in range(1, comm.size):
-            seconds.append(float(recv(r, (2,), np.float64)[0]))
-            k, m = (int(v) for v in recv(r, (2,), np.int64))
-            made = recv(r, (n_made,), np.int64)
-            out_rows = recv(r, (k,), np.int64)
-            out_columns = {c: recv(r, (k,) + COLUMNS[c][1], COLUMNS[c][0]) for c in COLUMNS}
-            new = {c: recv(r, (m,) + COLUMNS[c][1], COLUMNS[c][0]) for c in STATE_COLUMNS}
-            results.append((out_rows, out_columns, new, made))
-        self.stale = True
-        moved += w.lattice_bytes + w.field_bytes - lattice_before
-        seen = np.zeros(s.n, np.int64)
-        for out_rows, out_columns, _, _ in results:
-            for c in COLUMNS:
-                host[c][out_rows] = out_columns[c]
-            np.add.at(seen, out_rows, 1)
-        if s.n and not np.all(seen == 1):  # every T cell sits in exactly one box
-            raise RuntimeError(f"MPI cell step: {int(np.sum(seen == 0))} T cells lost, "
-                               f"{int(np.sum(seen > 1))} returned twice")
+            buf = np.empty(1, np.float64)
+            comm.recv(buf, r, _TAG)
+            seconds.append(float(buf[0]))
+            vecs.append(_recv_from(comm, r, (self.partials.size,), np.int64))
+            moved += 8 * (1 + self.partials.size)
+            if self.events:
+                n = int(_recv_from(comm, r, (1,), np.int64)[0])
+                if n:
+                    rows.append({c: _recv_from(comm, r, (n,), dt) for c, dt in EVENT_COLUMNS.items()})
+                    moved += n * sum(np.dtype(dt).itemsize for dt in EVENT_COLUMNS.values())
+        self.stale = {"lattice": True, "tcells": True}
+        moved += w.lattice_bytes + w.field_bytes + tr.bytes_sent + tr.bytes_received + tr.count_bytes - before
+        per_rank = [self.partials.unpack(v) for v in vecs]
         perf = sim.perf_extra
-        for r, (sec, (out_rows, *_)) in enumerate(zip(seconds, results)):
+        for r, (sec, part) in enumerate(zip(seconds, per_rank)):
             perf[f"cells_s_r{r}"] = sec
-            perf[f"tcells_r{r}"] = float(out_rows.shape[0])
-        # rank 0's time in this operation beyond its own share of the phases: sorting, packing,
-        # messages and waiting for the slowest rank
+            perf[f"tcells_r{r}"] = float(part["rows"][1])  # its T cells at the sort
+        # rank 0's time in this operation beyond its own share of the phases: migration, ghosts,
+        # region fills, messages and waiting for the slowest rank
         perf["cells_rank0_other_s"] = time.perf_counter() - t_start - seconds[0]
         perf["cells_rank0_bytes"] = float(moved)  # sent and received by rank 0 this step
-        self._finish(sim, results)
+        self._finish(sim, self.partials.unpack(np.sum(vecs, axis=0)), rows)
 
-    def _finish(self, sim, results) -> None:
-        """``CellStep.finish`` of the ranks' step: this step's counts from the ranks' numbers, then the
-        recruits and daughters each rank made appended (rank by rank: the store's order is not the one
-        process's, and need not be, as the next sort and every write put the T cells in a canonical
-        order), then the uid checks."""
-        cs, step = self.inner, np.int64(sim.state.step)
-        made = np.sum([m for *_, m in results], axis=0)  # recruited, born, then CellWorker.partials
-        n_ev, n_codes = len(LATTICE_EVENTS), len(LATTICE_CODES)
-        cs.count(sim, lattice=made[2:2 + n_ev])
-        self.lattice_counts = made[2 + n_ev:2 + n_ev + n_codes]
-        self._sites = made[2 + n_ev + n_codes:]
-        new = [n for _, _, n, _ in results if n["uid"].shape[0]]
-        if new:
-            check_new(np.concatenate([n["uid"] for n in new]))
-            for n in new:
-                cs.store.append(**n)
-        cs.totals["tcells_recruited"] += int(made[0])
-        cs.totals["tcells_born"] += int(made[1])
-        cs.check_uids(step)
+    def _finish(self, sim, total: dict, rows) -> None:
+        """``CellStep.finish`` of the ranks' step from the sum of their :class:`Partials`: this step's
+        counts and the totals, the recorder's and the balance's numbers, and the merged event rows
+        (the new T cells stayed on the ranks that made them)."""
+        cs = self.inner
+        before, kept = (int(v) for v in total["rows"])
+        died = int(total["died"][0])
+        if before != kept + died:  # every living T cell went to exactly one owner
+            raise RuntimeError(f"MPI cell step: {before} T cells before the migration, {died} dead dropped, "
+                               f"{kept} after: T cells lost or duplicated")
+        cs.count(sim, lattice=total["events"], tcells=total["flags"])
+        cs.totals["tcells_died"] += died
+        cs.totals["tcells_recruited"] += int(total["made"][0])
+        cs.totals["tcells_born"] += int(total["made"][1])
+        self.lattice_counts = total["codes"]
+        counts = total["census"].copy()
+        counts[[CELL_COUNTS.index(f"tumor_{c}") for c in ("live", "dead", "necrotic")]] = total["codes"]
+        self.census_counts = counts
+        self._sites, self._planes = total["sites"], total["planes"]
+        self.step_rows = merge_event_rows(rows) if self.events else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Box", "Decomposition", "balanced_runs", "choose_process_grid", "split"]
+__all__ = ["Box", "Decomposition", "balanced_runs", "choose_process_grid", "region", "split"]
 
 
 @dataclass(frozen=True)
@@ -206,3 +206,13 @@ class Decomposition:
 
     def __repr__(self) -> str:
         return f"Decomposition(shape={self.shape}, ranks_zyx={self.ranks_zyx})"
+
+
+def region(decomp: Decomposition, rank: int, width: int) -> Box:
+    """``rank``'s box grown by ``width`` voxels (``parallel.cells.ghost_width``: the T cells a rank gets) on
+    every side, clipped to the grid; one voxel more for the lattice and fields: ``width + 1``."""
+    width = int(width)
+    b = decomp.box(rank)
+    lo = [max(0, o - width) for o in b.offset]
+    hi = [min(n, s + width) for n, s in zip(decomp.shape, b.stop)]
+    return Box(tuple(lo), tuple(h - l for l, h in zip(lo, hi)))

@@ -322,7 +322,7 @@ class BoxFieldRun:
             if bit == -1 and keep:
                 arrays.append(self.steady.local(self.fields[name]))  # the ranks' own copy
                 continue
-            key = {L.HAS_VESSEL: "vessel", L.HAS_TUMOR: "n_tumor"}.get(bit)
+            key = {L.HAS_VESSEL: "vessel", L.HAS_TUMOR: "n_tumor", L.HAS_TCELL: "n_tcell"}.get(bit)
             if self.lattice is not None and key is not None:  # the ranks hold the lattice
                 arrays.append(self.steady.local(self.lattice.operand(key, self.decomp.boxes())))
                 continue

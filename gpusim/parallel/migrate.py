@@ -1,6 +1,6 @@
 """T cells kept by the ranks that own them: migration to the owner of each cell's voxel, and ghost
-copies of the cells in each rank's region. The two messages a distributed T-cell store needs per step
-(the next step after :mod:`gpusim.parallel.cells`, where rank 0 still holds and re-sends every cell).
+copies of the cells in each rank's region: the two messages of the distributed T-cell store of
+:mod:`gpusim.parallel.cells` per step.
 
     cols = migrate(comm, decomp, cols, dx_um, drop_dead=True)   # each cell on the owner of its voxel
     halo = ghosts(comm, decomp, cols, CELL_GHOST, dx_um)        # the others' cells in region(rank)
@@ -61,8 +61,7 @@ import numpy as np
 
 from ..agents import rules as R
 from ..agents.tcell_store import COLUMNS, check_column_names
-from .cells import region
-from .decomposition import Box, Decomposition
+from .decomposition import Box, Decomposition, region
 
 __all__ = ["Traffic", "buffer_order", "ghost_sends", "ghost_targets", "ghosts", "migrate", "owners", "pack",
            "row_bytes", "unpack", "voxel_coords"]
@@ -75,11 +74,12 @@ _COUNT_BYTES = np.dtype(np.int64).itemsize
 @dataclass
 class Traffic:
     """What this rank sent in the calls given it (``traffic=``): data messages, their bytes and rows,
-    and its share of the counts all-to-alls (8 B per peer and call)."""
+    and its share of the counts all-to-alls (8 B per peer and call); and the bytes it received."""
 
     calls: int = 0
     messages: int = 0
     bytes_sent: int = 0
+    bytes_received: int = 0
     rows_sent: int = 0
     count_bytes: int = 0
 
@@ -256,6 +256,7 @@ def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, be) -> li
         traffic.calls += 1
         traffic.messages += len(sends)
         traffic.bytes_sent += sum(int(b.nbytes) for b in sends.values())
+        traffic.bytes_received += sum(int(b.nbytes) for b in recvs.values())
         traffic.rows_sent += int(counts.sum())
         traffic.count_bytes += _COUNT_BYTES * (comm.size - 1)
     return [unpack(recvs[s], int(incoming[s]), names) for s in sorted(recvs)]
@@ -312,7 +313,7 @@ def migrate(comm, decomp: Decomposition, columns: dict, dx_um: float, *, drop_de
 def ghosts(comm, decomp: Decomposition, columns: dict, width: int, dx_um: float, *,
            traffic: Traffic | None = None, backend=None) -> dict:
     """Copies of the other ranks' T cells whose voxel lies in this rank's region
-    (``cells.region(decomp, rank, width)``: faces, edges, corners, and boxes several away where
+    (``decomposition.region(decomp, rank, width)``: faces, edges, corners, and boxes several away where
     boxes are thinner than ``width``), by ascending source rank. Every rank's ``columns`` must be its
     own cells (voxel in its box: call :func:`migrate` first). Own cells plus these, sorted with
     ``sort_by_voxel_uid`` in the region's frame, are the rows ``DistributedCells`` sends the rank.

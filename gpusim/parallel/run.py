@@ -13,7 +13,7 @@ Where the state lives (docs/owned_state.md is the design of the rest):
 
 - The fields live on the ranks (``BoxFieldRun.held``): the stepped substrates (explicit, LOD) in the
   layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
-  operands each step; the cell step reads the fields over its regions straight from the ranks that
+  operands the mirror holds (implant sources) each step; the cell step reads the fields over its regions straight from the ranks that
   hold them (``parallel.regions``); the timeseries statistics are combined over the ranks
   (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: a field
   frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a bolus or a hold (pulled,
@@ -25,14 +25,13 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   non-convergence). ``init = "steady"`` at set-up is solved by all ranks from the mirror's fields,
   gathered back into it (``_mirror``); grids with a single multigrid level (at most 2 voxels per
   axis) are solved by rank 0 alone, and their steady fields stay on the mirror.
-- The lattice lives on the ranks (each its box, from the first step on; ``parallel.cells``): the
-  cell step fills each rank's region from the boxes, the field step takes its lattice operands from
-  them, and rank 0 gets the boxes' integer partials (counts, plane sums). The mirror gathers the
-  lattice only to read it whole (an infusion, a frame, a checkpoint, the run's end, a hold over the
-  tumour).
-- The T cells live on the mirror: rank 0 sends every rank those of its region each step and takes
-  back those of its box with the T cells recruited at the box's vessels and the daughters of its T
-  cells; infusions run on rank 0.
+- The lattice and the T cells live on the ranks (each its box and the T cells whose voxel is in it,
+  from the first step on; ``parallel.cells``): T cells migrate to their owners and ghosts cross the
+  faces each step, the cell step fills each rank's region from the boxes, the field step takes its
+  lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
+  plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
+  whole (an infusion, a frame, a snapshot, a checkpoint, the run's end; the lattice alone for a
+  hold over the tumour). Infusions run on rank 0, which then hands the T cells out again.
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ class DistributedRecorder(Recorder):
     def apply(self, sim) -> None:
         box = self.fields.box
         mg_live = None
-        if sim.cells is not None and "mg" in box.held:
+        if self.cells is not None and "mg" in box.held:
             mg_live = int(self.cells.lattice_counts[LATTICE_CODES.index(LIVE)])
         header = {"op": "census", "names": sorted(box.held), "mg_live": mg_live}
         box.comm.bcast_json(header)
@@ -212,7 +211,7 @@ class DistributedRecorder(Recorder):
         return super().field_stats(sim, name)
 
     def cell_columns(self, sim) -> dict:
-        return sim.cells.columns(sim, mg_tumor=self._mg, lattice=self.cells.lattice_counts)
+        return self.cells.columns(sim, mg_tumor=self._mg, counts=self.cells.census_counts)
 
 
 def steady_on_ranks(box: BoxFieldRun, fu, state, name: str, tol: float, keep: bool = False):
@@ -279,6 +278,8 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             cells.follow(msg)
         elif msg["op"] == "lattice":
             cells.gather_lattice()
+        elif msg["op"] == "tcells":
+            cells.gather_tcells()
         else:
             return
 
@@ -330,15 +331,18 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
             cells = DistributedCells(mirror, comm, box, fields)
             swap[id(mirror.cells)] = cells
             recorder.cells = cells
-            fields.pull_lattice = cells.pull
+            fields.pull_lattice = lambda sim: cells.pull(sim, ("lattice",))
         mirror.operations = [swap.get(id(o), o) for o in mirror.operations]
         mirror.field_update = fields
         mirror.recorder = recorder
+        if cells is not None:
+            mirror.cells = cells  # the writer's event rows and the snapshots read the ranks' T cells through it
 
-        def synchronize():
-            fields.pull(mirror)
+        def synchronize(parts=None):
+            if parts is None or "fields" in parts:
+                fields.pull(mirror)
             if cells is not None:
-                cells.pull(mirror)
+                cells.pull(mirror, [p for p in ("lattice", "tcells") if parts is None or p in parts])
 
         mirror.synchronizer = synchronize
         code = body(mirror, box)
@@ -351,7 +355,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "fields and the lattice; rank 0 holds the T cells and sends each rank its part every step)")
+            "fields, the lattice and the T cells; rank 0 gathers them for frames and checkpoints)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
