@@ -265,15 +265,15 @@ def main(argv=None) -> int:
     md = [f"# Whole runs across MPI ranks ({common.cpu_name()}, {date})", "",
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
-          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the fields and the "
-          "lattice; rank 0 holds the T cells and sends every rank its part each step.", "", "### Strong scaling", ""]
+          f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the fields, the "
+          "lattice and the T cells; rank 0 gathers them only for frames and checkpoints.", "", "### Strong scaling", ""]
     md += _scaling_table(rows)
     if weak:
         md += ["", f"### Weak scaling ({args.weak_box}³ voxels per rank; the tumour's volume and the T cells grow "
                "with the grid)", "", f"Ideal: the same wall time per step on every rank count (ratio 1.00) while ranks <= cores "
                f"({os.cpu_count()} here); n ranks on fewer cores share them, so the ideal ratio is n / cores beyond "
-               "that. Rank 0's mirror (the T cells it sends, the operands it still sends) grows with the grid: the "
-               "gap to the ideal is the cost of this version's design, which the owned-state design removes.", ""]
+               "that. Rank 0's traffic grows with its own halo share, and it gathers the whole state for frames and "
+               "checkpoints (its mirror is whole-grid until the ranks write their own shards).", ""]
         md += _scaling_table(weak)
     md += ["", "## A tumour in one corner (4 ranks, process grid (2, 2, 1))", "",
            "| parallel.balance | T cells per rank | T cells max/mean | cell-phase seconds max/mean |", "|---|---|---|---|"]

@@ -264,15 +264,16 @@ def test_whole_grid_readers_synchronize_the_state_first(tmp_path):
     cfg = small_cfg(output={"fields_every_min": 2.0, "checkpoint_every_steps": 3})
     sim = gpusim.Simulation(cfg)
     calls = []
-    sim.synchronizer = lambda: calls.append(int(sim.state.step))
+    sim.synchronizer = lambda parts: calls.append((int(sim.state.step), parts))
     sim.step()
     assert calls == []  # no store: nothing reads the whole grid
     sim.field_host("mg")
     sim.field_stats()
-    assert calls == [1, 1]
+    assert calls == [(1, ("fields",))] * 2  # only the fields are read
     calls.clear()
     sim.run(minutes=6, out=tmp_path / "run.zarr", progress=False)
     # (the step counter during a step is the step's index): the initial frame at attach (1); frames
     # ending at t = 2, 4, 6 min (steps 1, 3, 5); checkpoints after 3 and 6 steps (steps 2, 5); then
     # the run's end, its final checkpoint and the summary's field_stats (7)
-    assert calls == [1, 1, 2, 3, 5, 5, 7, 7, 7]
+    assert [step for step, _ in calls] == [1, 1, 2, 3, 5, 5, 7, 7, 7]
+    assert [parts for step, parts in calls if step in (2, 3)] == [None, ("fields",)]  # a checkpoint reads everything
