@@ -170,6 +170,9 @@ class Simulation:
         self.field_update = FieldUpdate(cfg, self.backend)
         self.operations = [ApplyEvents()]
         self.synchronizer = None  # set by an MPI driver whose ranks hold parts of the state (synchronize_state)
+        #: set by an MPI driver whose ranks write their own shards of the image frames (the run store's
+        #: writer calls it instead of reading the fields and the lattice whole): gpusim.parallel.frames
+        self.frame_writer = None
         self.cells = None
         self._manual_tcells = 0
         self._store = None

@@ -1,6 +1,6 @@
 """In-process MPI ranks for tests: one thread per rank and a mailbox standing in for MPI, with the
-calls of gpusim's communicator that the code under test makes (``exchange``, ``allreduce_sum``,
-``allreduce_max``). The real transport is tested under ``mpiexec`` (marker ``mpi``); these run the
+calls of gpusim's communicator that the code under test makes (``exchange``, ``send``, ``recv``,
+``bcast_json``, ``allreduce_sum``, ``allreduce_max``). The real transport is tested under ``mpiexec`` (marker ``mpi``); these run the
 same code on every rank inside the default suite."""
 
 from __future__ import annotations
@@ -29,15 +29,35 @@ class ThreadComm:
         s = self._s
         with s.cv:
             for d, b in sends.items():
-                s.box[(self.rank, d, tag)] = np.array(b, copy=True)
+                s.box.setdefault((self.rank, d, tag), []).append(np.array(b, copy=True))
             s.cv.notify_all()
         for src, b in recvs.items():
+            key = (src, self.rank, tag)
             with s.cv:
-                if not s.cv.wait_for(lambda: (src, self.rank, tag) in s.box, timeout=30):
+                if not s.cv.wait_for(lambda: key in s.box, timeout=30):
                     raise TimeoutError(f"rank {self.rank}: no message from {src} (tag {tag})")
-                got = s.box.pop((src, self.rank, tag))
+                got = s.box[key].pop(0)  # in the order sent, as MPI's messages between two ranks
+                if not s.box[key]:
+                    del s.box[key]
             assert got.shape == b.shape and got.dtype == b.dtype, (got.shape, b.shape)
             b[...] = got
+
+    def send(self, buf, dest, tag):
+        self.exchange({dest: buf}, {}, tag)
+
+    def recv(self, buf, source, tag):
+        self.exchange({}, {source: buf}, tag)
+
+    def bcast_json(self, value, root=0):
+        import json
+
+        s = self._s
+        if self.rank == root:
+            s.slots[root] = json.dumps(value)
+        s.barrier.wait()
+        out = json.loads(s.slots[root])
+        s.barrier.wait()
+        return out
 
     def _allreduce(self, value, combine):
         s = self._s

@@ -299,13 +299,23 @@ class RunWriter:
         """Host copies of the frames due at ``t``, as (write function, group path, arguments) items."""
         sim = self.sim
         jobs = []
+        images = []
         if self.field_names and (initial or is_due(t, self.every["fields"])):
-            for name in self.field_names:
-                c = np.asarray(sim.field_host(name), np.float32)
-                jobs.append((append_image, f"fields/{name}", (c, block_mean2(c), t)))
+            images += [(f"fields/{name}", "field", name) for name in self.field_names]
         if self.has_tumor and (initial or is_due(t, self.every["tumor"])):
-            lat = np.asarray(sim.tumor_state(), np.uint8)
-            jobs.append((append_image, "tumor", (lat, np.ascontiguousarray(lat[::2, ::2, ::2]), t)))
+            images.append(("tumor", "tumor", "tumor"))
+        if images and sim.frame_writer is not None:  # an MPI run: every rank writes its shards, now
+            self._queue.drain()
+            with self._guard(f"the frames at t = {t:g} min ({', '.join(w for w, _, _ in images)})"):
+                sim.frame_writer(sim, self.group, self.path, images, t)
+            images = []
+        for where, kind, name in images:
+            if kind == "field":
+                c = np.asarray(sim.field_host(name), np.float32)
+                jobs.append((append_image, where, (c, block_mean2(c), t)))
+            else:
+                lat = np.asarray(sim.tumor_state(), np.uint8)
+                jobs.append((append_image, where, (lat, np.ascontiguousarray(lat[::2, ::2, ::2]), t)))
         snap = None
         if self.has_tcells and (initial or is_due(t, self.every["tcells"])):
             snap = sim.tcell_snapshot()
@@ -391,8 +401,6 @@ class RunWriter:
         self._perf["step"].append(int(sim.state.step))
         self._perf["wall_s"].append(now - self._last_wall)
         self._perf["write_wait_s"].append(self._queue.waited_s - self._waited_s)
-        for name, value in sim.perf_extra.items():  # the MPI ranks' phases (set every step from the first)
-            self._perf.setdefault(name, []).append(float(value))
         self._waited_s = self._queue.waited_s
         self._last_wall = now
         t_end = float(sim.state.time_min + sim.dt_min)
@@ -401,6 +409,8 @@ class RunWriter:
         if self.has_events:
             self._collect_events(sim)
         frames = self._take_frames(t_end)
+        for name, value in sim.perf_extra.items():  # the MPI ranks' phases (set every step from the first)
+            self._perf.setdefault(name, []).append(float(value))
         # tables (timeseries, perf, events) reach disk with every image or T-cell frame, in batches,
         # and at every flush: a checkpoint flushes first and a resume refills lost rows from the
         # checkpoint, so nothing is lost that the checkpoint needs; tracks alone do not take them

@@ -49,6 +49,7 @@ from ..fields.steady import SteadyStateUndefined
 from ..simulation import Recorder
 from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
+from .frames import DistributedFrames, FrameWriter, follow_frame
 
 __all__ = ["DistributedEvents", "DistributedFields", "DistributedRecorder", "resume_cli", "run_cli"]
 
@@ -106,6 +107,8 @@ class DistributedFields:
     def apply(self, sim) -> None:
         comm = self.box.comm
         t_start = time.perf_counter()
+        for key in ("frames_rank0_bytes", "frames_s"):  # set by this step's image frames, if any (parallel.frames)
+            sim.perf_extra[key] = 0.0
         before = self._bytes()
         header = self.box.header(sim)
         header["push"] = sorted(self.to_push)
@@ -251,6 +254,7 @@ def _mirror(cfg, box: BoxFieldRun):
 
 def _follow(comm, box: BoxFieldRun, cells) -> None:
     """The loop of ranks > 0: do what rank 0 broadcasts until it says stop."""
+    frames = FrameWriter(comm, box, cells)
     fail = os.environ.get("GPUSIM_TEST_FAIL_RANK")  # test hook: this rank fails in its first step
     while True:
         msg = comm.bcast_json(None)
@@ -280,6 +284,8 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             cells.gather_lattice()
         elif msg["op"] == "tcells":
             cells.gather_tcells()
+        elif msg["op"] == "frame":
+            follow_frame(comm, frames, msg)
         else:
             return
 
@@ -345,6 +351,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
                 cells.pull(mirror, [p for p in ("lattice", "tcells") if parts is None or p in parts])
 
         mirror.synchronizer = synchronize
+        mirror.frame_writer = DistributedFrames(comm, FrameWriter(comm, box, None if cells is None else cells.worker),
+                                                fields, cells)
         code = body(mirror, box)
     except BaseException:
         _abort(comm)  # the other ranks wait for rank 0: end the whole job
