@@ -976,3 +976,24 @@ def test_partitioned_mode_population_statistics_over_seeds_match_the_bitwise_run
     assert low["kills"].mean() < bitwise["kills"].mean() and low["tumor_live"].mean() > bitwise["tumor_live"].mean()
     assert _standard_errors_apart(low["kills"], bitwise["kills"]) > 3.0
     assert _standard_errors_apart(low["tumor_live"], bitwise["tumor_live"]) > 3.0
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_ranks_write_their_own_shards_of_a_sharded_grid_and_the_store_is_one_processs(tmp_path):
+    """288 voxels along z are two shards (256 + 32): rank 0 writes the first, rank 1 the second and
+    sends rank 0 only its part of the first (z 144..255) and the level-1 means of its own shard (level
+    1 is one shard, rank 0's); the store is the
+    one-process store byte for byte, and rank 0 moved less than a gather of rank 1's half would."""
+    cfg = tmp_path / "fields.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver="lod").replace("shape = [14, 12, 10]", "shape = [288, 6, 6]"))
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "4", "--out", str(many), "--set", "parallel.lod_mode=bitwise", n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _gpusim("run", str(cfg), "--minutes", "4", "--out", str(one)).returncode == 0
+    assert _differing(many, one) == []
+    perf = gpusim.open_run(many).perf
+    moved = perf["frames_rank0_bytes"].to_numpy()
+    per_field = (256 - 144) * 36 * 4 + (144 - 128) * 9 * 4  # level 0 of z 144..255, level 1 of z 128..143
+    assert moved.tolist() == [0.0, 2 * per_field, 0.0, 2 * per_field]  # frames at t = 2 and 4 min
+    assert 2 * per_field < 2 * 144 * 36 * 4  # less than gathering rank 1's half of each field

@@ -46,7 +46,8 @@ A frame is due at the end of a step when its end time ``t_end = sim.state.time_m
 (to 1e-9 relative) a multiple of the interval. Chunks are fixed at creation ((1, <=64, <=64, <=64) for
 images, 65536 rows for ragged and 1D arrays), zstd level 3. An image larger than one chunk is sharded:
 a shard is one frame of up to 4 chunks per axis (``layout.image_shards``), one file, so that MPI ranks
-whose boxes are whole shards write without locks; the shard shape is kept in the group attribute
+whose boxes are whole shards write without locks (``sim.frame_writer``, gpusim.parallel.frames: an MPI
+run's image frames are written by its ranks, synchronously); the shard shape is kept in the group attribute
 ``shard_shape``. Ragged and 1D arrays are not sharded (they grow by appends, and a shard would be
 rewritten whole by each).
 

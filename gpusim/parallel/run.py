@@ -30,8 +30,10 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   faces each step, the cell step fills each rank's region from the boxes, the field step takes its
   lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
   plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
-  whole (an infusion, a frame, a snapshot, a checkpoint, the run's end; the lattice alone for a
-  hold over the tumour). Infusions run on rank 0, which then hands the T cells out again.
+  whole (an infusion, a snapshot, a checkpoint, the run's end; the lattice alone for a hold over
+  the tumour). Infusions run on rank 0, which then hands the T cells out again.
+- The field and tumour frames are written by every rank into its own shards
+  (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), not gathered.
 """
 
 from __future__ import annotations
@@ -363,7 +365,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "fields, the lattice and the T cells; rank 0 gathers them for frames and checkpoints)")
+            "fields, the lattice and the T cells and write their shards of the frames; rank 0 gathers them for "
+            "snapshots and checkpoints)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
