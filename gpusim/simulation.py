@@ -26,7 +26,7 @@ from .events import ApplyEvents, Schedule
 from .fields.solver import FieldUpdate
 from .agents.cells import CellStep
 from .agents.rules import LIVE, TumorState
-from .agents.tcell_store import TCellState
+from .agents.tcell_store import COLUMNS, snapshot
 from .vessels import build_mask, vessel_density_inside
 
 log = logging.getLogger("gpusim")
@@ -173,6 +173,9 @@ class Simulation:
         #: set by an MPI driver whose ranks write their own shards of the image frames (the run store's
         #: writer calls it instead of reading the fields and the lattice whole): gpusim.parallel.frames
         self.frame_writer = None
+        #: likewise for the T-cell snapshots and tracks (the ranks holding the T cells write their rows):
+        #: gpusim.parallel.snapshots
+        self.snapshot_writer = None
         self.cells = None
         self._manual_tcells = 0
         self._store = None
@@ -268,20 +271,10 @@ class Simulation:
         ``function`` (1 - E), ``target`` (global voxel of an engaged cell's target, -1 otherwise).
         The order is canonical (not the store's, which depends on the last sort and on where new
         cells were appended), so a snapshot is the same whichever process or rank held the cells."""
-        empty = {"uid": np.zeros(0, np.uint64), "position_um": np.zeros((0, 3), np.float32),
-                 "state": np.zeros(0, np.uint8), "lfa1": np.zeros(0, np.float32),
-                 "kills": np.zeros(0, np.uint16), "function": np.zeros(0, np.float32),
-                 "target": np.zeros(0, np.int64)}
         if self.cells is None:
-            return empty
+            return snapshot({c: np.zeros((0,) + COLUMNS[c][1], COLUMNS[c][0]) for c in COLUMNS})
         self.synchronize_state(("tcells",))  # MPI: the ranks hold the T cells
-        h = self.cells.store.to_host()
-        keep = np.flatnonzero(h["state"] != np.uint8(TCellState.DEAD))
-        keep = keep[np.argsort(h["uid"][keep], kind="stable")]
-        target = np.where(h["state"] == np.uint8(TCellState.ENGAGED), h["target"], -1)
-        return {"uid": h["uid"][keep], "position_um": h["pos_um"][keep], "state": h["state"][keep],
-                "lfa1": h["lfa1"][keep], "kills": h["kills"][keep], "function": h["function"][keep],
-                "target": target[keep]}
+        return snapshot(self.cells.store.to_host())
 
     def add_tcells(self, position_um, **columns) -> np.ndarray:
         """Append T cells at ``position_um`` (N x 3, z y x, µm) with optional columns of the store

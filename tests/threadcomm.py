@@ -1,7 +1,7 @@
 """In-process MPI ranks for tests: one thread per rank and a mailbox standing in for MPI, with the
 calls of gpusim's communicator that the code under test makes (``exchange``, ``send``, ``recv``,
-``bcast_json``, ``allreduce_sum``, ``allreduce_max``). The real transport is tested under ``mpiexec`` (marker ``mpi``); these run the
-same code on every rank inside the default suite."""
+``alltoall``, ``bcast_json``, ``allreduce_sum``, ``allreduce_max``). The real transport is tested under
+``mpiexec`` (marker ``mpi``); these run the same code on every rank inside the default suite."""
 
 from __future__ import annotations
 
@@ -56,6 +56,14 @@ class ThreadComm:
             s.slots[root] = json.dumps(value)
         s.barrier.wait()
         out = json.loads(s.slots[root])
+        s.barrier.wait()
+        return out
+
+    def alltoall(self, send):
+        s = self._s
+        s.slots[self.rank] = np.array(send, copy=True)
+        s.barrier.wait()
+        out = np.stack([s.slots[r][self.rank] for r in range(self.size)])
         s.barrier.wait()
         return out
 

@@ -96,6 +96,29 @@ STATE_COLUMNS = ("pos_um", "dir", "uid", "state", "lfa1", "target", "timer_min",
 #: the columns that permute and compact carry: the state and the sort's voxel column
 CARRIED_COLUMNS = STATE_COLUMNS + ("voxel",)
 
+#: snapshot name -> the store column it is read from (``Simulation.tcell_snapshot``; the run store's
+#: ``tcells/`` and ``tracks/`` write a subset of them)
+SNAPSHOT_COLUMNS = {"uid": "uid", "position_um": "pos_um", "state": "state", "lfa1": "lfa1", "kills": "kills",
+                    "function": "function", "target": "target"}
+
+
+def snapshot(columns: dict, names=None) -> dict:
+    """The snapshot of host ``columns`` (store names, any rows): the living T cells (state not DEAD) in
+    uid order, as the snapshot ``names`` (default all of :data:`SNAPSHOT_COLUMNS`); ``target`` is the
+    engaged cells' target voxel, -1 for the others (a free cell's column keeps a stale value). The one
+    rule of a snapshot, whichever process or rank holds the rows."""
+    names = tuple(SNAPSHOT_COLUMNS) if names is None else tuple(names)
+    state = np.asarray(columns["state"])
+    keep = np.flatnonzero(state != np.uint8(TCellState.DEAD))
+    keep = keep[np.argsort(np.asarray(columns["uid"])[keep], kind="stable")]
+    out = {}
+    for name in names:
+        values = np.asarray(columns[SNAPSHOT_COLUMNS[name]])
+        if name == "target":
+            values = np.where(state == np.uint8(TCellState.ENGAGED), values, -1)
+        out[name] = values[keep]
+    return out
+
 
 def bytes_per_tcell(columns=None) -> int:
     """Bytes one T cell occupies in the store: the sum of its column sizes (all columns: 95; the

@@ -181,14 +181,15 @@ def ome_multiscale(name: str, every_min: float, dx: float, kind: str) -> dict:
     return {"name": name, "axes": axes, "datasets": datasets, "type": kind}
 
 
-def create_ragged(grp, columns: dict, zstd) -> None:
-    """Empty ragged columns (rows), ``offsets`` (frames + 1, starting at 0) and ``time_min`` in ``grp``."""
+def create_ragged(grp, columns: dict, zstd, chunk: int = ROW_CHUNK) -> None:
+    """Empty ragged columns (rows, in chunks of ``chunk``), ``offsets`` (frames + 1, starting at 0) and
+    ``time_min`` in ``grp``."""
     for col, dt in columns.items():
         if col == "position_um":
-            grp.create_array(col, shape=(0, 3), dtype=dt, chunks=(ROW_CHUNK, 3), compressors=zstd,
+            grp.create_array(col, shape=(0, 3), dtype=dt, chunks=(chunk, 3), compressors=zstd,
                              dimension_names=("row", "axis"), fill_value=0)
         else:
-            grp.create_array(col, shape=(0,), dtype=dt, chunks=(ROW_CHUNK,), compressors=zstd,
+            grp.create_array(col, shape=(0,), dtype=dt, chunks=(chunk,), compressors=zstd,
                              dimension_names=("row",), fill_value=0)
     off = grp.create_array("offsets", shape=(1,), dtype=np.int64, chunks=(ROW_CHUNK,), compressors=zstd,
                            dimension_names=("frame_edge",), fill_value=0)

@@ -47,8 +47,9 @@ A frame is due at the end of a step when its end time ``t_end = sim.state.time_m
 images, 65536 rows for ragged and 1D arrays), zstd level 3. An image larger than one chunk is sharded:
 a shard is one frame of up to 4 chunks per axis (``layout.image_shards``), one file, so that MPI ranks
 whose boxes are whole shards write without locks (``sim.frame_writer``, gpusim.parallel.frames: an MPI
-run's image frames are written by its ranks, synchronously); the shard shape is kept in the group attribute
-``shard_shape``. Ragged and 1D arrays are not sharded (they grow by appends, and a shard would be
+run's image frames are written by its ranks, synchronously; its T-cell snapshots and tracks too, each
+chunk of rows by one rank: ``sim.snapshot_writer``, gpusim.parallel.snapshots); the shard shape is kept
+in the group attribute ``shard_shape``. Ragged and 1D arrays are not sharded (they grow by appends, and a shard would be
 rewritten whole by each).
 
 Writing overlaps compute: ``apply`` takes host copies of what is due (a device-to-host copy on a GPU)
@@ -317,13 +318,20 @@ class RunWriter:
             else:
                 lat = np.asarray(sim.tumor_state(), np.uint8)
                 jobs.append((append_image, where, (lat, np.ascontiguousarray(lat[::2, ::2, ::2]), t)))
-        snap = None
+        ragged = []
         if self.has_tcells and (initial or is_due(t, self.every["tcells"])):
-            snap = sim.tcell_snapshot()
-            jobs.append((append_ragged, "tcells", ({c: snap[c] for c in TCELL_COLUMNS}, TCELL_COLUMNS, t)))
+            ragged.append(("tcells", TCELL_COLUMNS))
         if self.has_tracks and (initial or is_due(t, self.every["tracks"])):
-            snap = sim.tcell_snapshot() if snap is None else snap
-            jobs.append((append_ragged, "tracks", (self._tracks_snapshot(snap), TRACK_COLUMNS, t)))
+            ragged.append(("tracks", TRACK_COLUMNS))
+        if ragged and sim.snapshot_writer is not None:  # an MPI run: the ranks write their T cells' rows, now
+            self._queue.drain()
+            with self._guard(f"the T-cell rows at t = {t:g} min ({', '.join(w for w, _ in ragged)})"):
+                sim.snapshot_writer(sim, self.group, self.path, ragged, t, self._tracked if self.has_tracks else None)
+            ragged = []
+        snap = sim.tcell_snapshot() if ragged else None
+        for where, columns in ragged:
+            rows = {c: snap[c] for c in TCELL_COLUMNS} if where == "tcells" else self._tracks_snapshot(snap)
+            jobs.append((append_ragged, where, (rows, columns, t)))
         return jobs
 
     def _tracks_snapshot(self, snap: dict) -> dict:

@@ -477,9 +477,9 @@ class DistributedCells:
     owners, exchanges ghosts, steps its region and keeps its box, and sends rank 0 only its
     :class:`Partials` (and event rows), from which rank 0 finishes the step (``CellStep.count``, the
     totals), the recorder its row and the balance its weights. The mirror's lattice and T cells are
-    then *stale* until :meth:`pull` gathers them (an infusion's placement, a frame, a snapshot, a
-    checkpoint, the run's end; the lattice alone for a hold over the tumour or a steady solve on
-    rank 0).
+    then *stale* until :meth:`pull` gathers them (an infusion's placement, a checkpoint, the run's
+    end; the lattice alone for a hold over the tumour or a steady solve on rank 0; frames and
+    snapshots are written from the ranks' copies: gpusim.parallel.frames, gpusim.parallel.snapshots).
 
     The boxes of the cell step need not be the fields' (the results do not depend on the boxes): with
     ``parallel.balance = "cells"`` (default) the process grid is kept and the runs along each axis are

@@ -27,8 +27,8 @@ A frame, all ranks together (rank 0's :class:`DistributedFrames` drives, every r
 The values are the single-process frame's bit for bit: level 0 is copied, and a level-1 block's mean is
 taken over the same eight voxels in the same order (``block_mean2`` of a box whose offset is even is
 the whole grid's at the same blocks). Frames of an MPI run are written synchronously (the write queue
-is drained first); the T-cell snapshots and tracks, checkpoints and tables are still written by rank
-0 from its mirror.
+is drained first); the T-cell snapshots and tracks are written by the ranks too
+(gpusim.parallel.snapshots), checkpoints and tables by rank 0.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from ..io.layout import block_mean2
 from .decomposition import Box, Decomposition
 from .regions import Regions
 
-__all__ = ["DistributedFrames", "FrameWriter", "follow_frame", "halve", "write_boxes"]
+__all__ = ["DistributedFrames", "FrameWriter", "collect_errors", "follow_frame", "halve", "raise_errors",
+           "report_errors", "write_boxes"]
 
 _TAG = 700
 
@@ -200,19 +201,7 @@ class DistributedFrames:
         msg = {"op": "frame", "path": str(path), "images": items}
         self.comm.bcast_json(msg)
         errors = self.worker.write(msg, sim, group)
-        for r in range(1, self.comm.size):
-            head = np.empty(2, np.int64)
-            self.comm.recv(head, r, _TAG + 1)
-            for _ in range(int(head[0])):
-                code = np.empty(2, np.int64)
-                self.comm.recv(code, r, _TAG + 1)
-                text = np.empty(int(code[1]), np.uint8)
-                self.comm.recv(text, r, _TAG + 1)
-                errors.append((int(code[0]), text.tobytes().decode()))
-        if errors:
-            code, text = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise OSError(code or errno_mod.EIO, text + more)
+        raise_errors(errors + collect_errors(self.comm, _TAG + 1))
         for item in items:  # the data are on disk on every rank: the time, then the counter
             grp = group[item["group"]]
             ta = grp["time_min"]
@@ -225,9 +214,37 @@ class DistributedFrames:
 
 def follow_frame(comm, worker: FrameWriter, msg: dict) -> None:
     """Ranks > 0: their part of the frame ``msg``, then their errors reported to rank 0."""
-    errors = worker.write(msg)
-    comm.send(np.array([len(errors), 0], np.int64), 0, _TAG + 1)
+    report_errors(comm, worker.write(msg), _TAG + 1)
+
+
+# -- write errors: every rank does its part of a frame whatever fails, then tells rank 0 ---------------
+def report_errors(comm, errors: list, tag: int) -> None:
+    """Ranks > 0: this rank's write errors ((errno, message) pairs) sent to rank 0."""
+    comm.send(np.array([len(errors), 0], np.int64), 0, tag)
     for code, text in errors:
         data = np.frombuffer(text.encode(), np.uint8).copy()
-        comm.send(np.array([code, data.size], np.int64), 0, _TAG + 1)
-        comm.send(data, 0, _TAG + 1)
+        comm.send(np.array([code, data.size], np.int64), 0, tag)
+        comm.send(data, 0, tag)
+
+
+def collect_errors(comm, tag: int) -> list:
+    """Rank 0: the write errors of ranks 1.. (:func:`report_errors`), in rank order."""
+    errors = []
+    for r in range(1, comm.size):
+        head = np.empty(2, np.int64)
+        comm.recv(head, r, tag)
+        for _ in range(int(head[0])):
+            code = np.empty(2, np.int64)
+            comm.recv(code, r, tag)
+            text = np.empty(int(code[1]), np.uint8)
+            comm.recv(text, r, tag)
+            errors.append((int(code[0]), text.tobytes().decode()))
+    return errors
+
+
+def raise_errors(errors: list) -> None:
+    """Rank 0: the first of all ranks' write errors as an OSError (the writer's StoreError), if any."""
+    if errors:
+        code, text = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise OSError(code or errno_mod.EIO, text + more)

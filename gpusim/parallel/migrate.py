@@ -46,7 +46,7 @@ static neighbour graph would go at large P (the ghost neighbours never change be
 the buffer is packed on the device. That is where a CUDA-aware MPI path slots in: hand the CuPy
 buffers to :meth:`MPIComm.exchange` directly (mpi4py reads ``__cuda_array_interface__``; synchronise
 the packing stream first); without CUDA-aware MPI, stage them through pinned host buffers in
-:func:`_exchange` (one copy each way). Today ranks are CPU (``cells.CellWorker``), so all is NumPy.
+:func:`exchange_rows` (one copy each way). Today ranks are CPU (``cells.CellWorker``), so all is NumPy.
 
 Result order is deterministic whatever the message timing: a rank's kept rows in their input order,
 then the arrivals by ascending source rank, each source's rows in its input order. Callers sort
@@ -63,8 +63,8 @@ from ..agents import rules as R
 from ..agents.tcell_store import COLUMNS, check_column_names
 from .decomposition import Box, Decomposition, region
 
-__all__ = ["Traffic", "buffer_order", "ghost_sends", "ghost_targets", "ghosts", "migrate", "owners", "pack",
-           "row_bytes", "unpack", "voxel_coords"]
+__all__ = ["Traffic", "assemble_rows", "buffer_order", "exchange_rows", "ghost_sends", "ghost_targets", "ghosts",
+           "migrate", "owners", "pack", "row_bytes", "unpack", "voxel_coords"]
 
 _TAG_MIGRATE = 420
 _TAG_GHOSTS = 421
@@ -233,9 +233,10 @@ def _check(comm, decomp):
         raise ValueError(f"the decomposition has {decomp.n_ranks} ranks but the communicator {comm.size}")
 
 
-def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, be) -> list:
-    """Send ``outgoing`` {dest: row indices} (counts first, then one buffer per nonzero peer); return the
-    columns received, by ascending source rank."""
+def exchange_rows(comm, columns, names, outgoing: dict, tag: int, traffic, be) -> list:
+    """Send ``outgoing`` {dest: row indices} of ``columns`` (store columns ``names``; counts first, then
+    one buffer per nonzero peer); return the columns received, by ascending source rank. Collective:
+    every rank calls it, with or without rows to send."""
     counts = np.zeros(comm.size, np.int64)
     for d, rows in outgoing.items():
         if d == comm.rank:
@@ -262,7 +263,7 @@ def _exchange(comm, columns, names, outgoing: dict, tag: int, traffic, be) -> li
     return [unpack(recvs[s], int(incoming[s]), names) for s in sorted(recvs)]
 
 
-def _assemble(columns, keep, parts, names, be) -> dict:
+def assemble_rows(columns, keep, parts, names, be) -> dict:
     """New arrays of the rows ``keep`` of ``columns`` followed by ``parts``: each byte written once
     (the kept rows gathered straight into place, no concatenation of a gathered copy)."""
     xp, gather = be.xp, be.kernels("agents").gather_rows
@@ -306,8 +307,8 @@ def migrate(comm, decomp: Decomposition, columns: dict, dx_um: float, *, drop_de
     bounds = xp.searchsorted(to, xp.arange(comm.size + 1))
     outgoing = {r: movers[int(bounds[r]):int(bounds[r + 1])] for r in range(comm.size)
                 if r != me and bounds[r + 1] > bounds[r]}
-    arrived = _exchange(comm, columns, names, outgoing, _TAG_MIGRATE, traffic, be)
-    return _assemble(columns, keep, arrived, names, be)
+    arrived = exchange_rows(comm, columns, names, outgoing, _TAG_MIGRATE, traffic, be)
+    return assemble_rows(columns, keep, arrived, names, be)
 
 
 def ghosts(comm, decomp: Decomposition, columns: dict, width: int, dx_um: float, *,
@@ -332,5 +333,5 @@ def ghosts(comm, decomp: Decomposition, columns: dict, width: int, dx_um: float,
         raise ValueError(f"ghosts: {stray} of rank {comm.rank}'s {z.shape[0]} T cells lie outside its box "
                          f"{box}: migrate them to their owners first")
     outgoing = ghost_sends(decomp, comm.rank, width, z, y, x, xp)
-    arrived = _exchange(comm, columns, names, outgoing, _TAG_GHOSTS, traffic, be)
-    return _assemble(columns, xp.zeros(0, dtype=xp.int64), arrived, names, be)
+    arrived = exchange_rows(comm, columns, names, outgoing, _TAG_GHOSTS, traffic, be)
+    return assemble_rows(columns, xp.zeros(0, dtype=xp.int64), arrived, names, be)

@@ -30,10 +30,12 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   faces each step, the cell step fills each rank's region from the boxes, the field step takes its
   lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
   plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
-  whole (an infusion, a snapshot, a checkpoint, the run's end; the lattice alone for a hold over
-  the tumour). Infusions run on rank 0, which then hands the T cells out again.
+  whole (an infusion, a checkpoint, the run's end; the lattice alone for a hold over the tumour).
+  Infusions run on rank 0, which then hands the T cells out again.
 - The field and tumour frames are written by every rank into its own shards
-  (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), not gathered.
+  (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), and the T-cell
+  snapshots and tracks as each rank's share of their rows (``Simulation.snapshot_writer`` =
+  :class:`~gpusim.parallel.snapshots.DistributedSnapshots`), not gathered.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ..simulation import Recorder
 from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
 from .frames import DistributedFrames, FrameWriter, follow_frame
+from .snapshots import DistributedSnapshots, SnapshotWriter, follow_snapshots
 
 __all__ = ["DistributedEvents", "DistributedFields", "DistributedRecorder", "resume_cli", "run_cli"]
 
@@ -109,7 +112,8 @@ class DistributedFields:
     def apply(self, sim) -> None:
         comm = self.box.comm
         t_start = time.perf_counter()
-        for key in ("frames_rank0_bytes", "frames_s"):  # set by this step's image frames, if any (parallel.frames)
+        # set by this step's image frames and T-cell rows, if any (parallel.frames, parallel.snapshots)
+        for key in ("frames_rank0_bytes", "frames_s", "snapshots_rank0_bytes", "snapshots_s"):
             sim.perf_extra[key] = 0.0
         before = self._bytes()
         header = self.box.header(sim)
@@ -257,6 +261,7 @@ def _mirror(cfg, box: BoxFieldRun):
 def _follow(comm, box: BoxFieldRun, cells) -> None:
     """The loop of ranks > 0: do what rank 0 broadcasts until it says stop."""
     frames = FrameWriter(comm, box, cells)
+    snapshots = SnapshotWriter(comm, cells)
     fail = os.environ.get("GPUSIM_TEST_FAIL_RANK")  # test hook: this rank fails in its first step
     while True:
         msg = comm.bcast_json(None)
@@ -288,6 +293,8 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             cells.gather_tcells()
         elif msg["op"] == "frame":
             follow_frame(comm, frames, msg)
+        elif msg["op"] == "snapshots":
+            follow_snapshots(comm, snapshots, msg)
         else:
             return
 
@@ -355,6 +362,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
         mirror.synchronizer = synchronize
         mirror.frame_writer = DistributedFrames(comm, FrameWriter(comm, box, None if cells is None else cells.worker),
                                                 fields, cells)
+        if cells is not None:
+            mirror.snapshot_writer = DistributedSnapshots(comm, SnapshotWriter(comm, cells.worker), cells)
         code = body(mirror, box)
     except BaseException:
         _abort(comm)  # the other ranks wait for rank 0: end the whole job
@@ -365,8 +374,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "fields, the lattice and the T cells and write their shards of the frames; rank 0 gathers them for "
-            "snapshots and checkpoints)")
+            "fields, the lattice and the T cells and write their shards of the frames and their rows of the "
+            "T-cell snapshots; rank 0 gathers them for checkpoints)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:
