@@ -176,6 +176,9 @@ class Simulation:
         #: likewise for the T-cell snapshots and tracks (the ranks holding the T cells write their rows):
         #: gpusim.parallel.snapshots
         self.snapshot_writer = None
+        #: likewise for checkpoints (``Checkpointer`` calls it instead of ``checkpoint.write``):
+        #: gpusim.parallel.checkpoints
+        self.checkpoint_writer = None
         self.cells = None
         self._manual_tcells = 0
         self._store = None

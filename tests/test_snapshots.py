@@ -176,7 +176,7 @@ def test_a_write_error_on_another_rank_raises_on_rank_0_and_commits_nothing(tmp_
             follow_snapshots(comm, writer, msg)
             return None
         op = DistributedSnapshots(comm, writer, SimpleNamespace(stale={"tcells": True}))
-        with pytest.raises(OSError, match="tcells/.* frame 0 on rank 1"):
+        with pytest.raises(OSError, match=r"tcells/.*\(tcells frame 0\) on rank 1"):
             op(SimpleNamespace(perf_extra={}), group, path, [("tcells", TCELL_COLUMNS)], 0.0)
         return int(group["tcells"].attrs["frames_committed"]), int(group["tcells/offsets"].shape[0])
 

@@ -31,16 +31,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be restored into this simulation (says why and what to do)."""
 
 
-def capture(sim) -> tuple[dict, dict]:
-    """Host copies of everything that carries state, and the scalars beside them."""
+def capture(sim, skip=()) -> tuple[dict, dict]:
+    """Host copies of everything that carries state (but the keys in ``skip``: an MPI run's ranks
+    write those themselves, gpusim.parallel.checkpoints), and the scalars beside them."""
     st, be = sim.state, sim.backend
-    arrays = {f"fields/{name}": be.to_host(f) for name, f in st.fields.items()}
-    if st.vessel is not None:
+    arrays = {f"fields/{name}": be.to_host(f) for name, f in st.fields.items() if f"fields/{name}" not in skip}
+    if st.vessel is not None and "vessel" not in skip:
         arrays["vessel"] = be.to_host(st.vessel)
     if st.tumor is not None:
         for name in LATTICE_ARRAYS:
-            arrays[f"lattice/{name}"] = be.to_host(getattr(st, name))
-    if sim.cells is not None:
+            if f"lattice/{name}" not in skip:
+                arrays[f"lattice/{name}"] = be.to_host(getattr(st, name))
+    if sim.cells is not None and "tcells/uid" not in skip:  # the T cells' columns go together
         host = sim.cells.store.to_host()
         order = np.argsort(host["uid"], kind="stable")  # canonical: whoever held the rows, the same arrays
         for name in STATE_COLUMNS:
@@ -157,18 +159,38 @@ def write(store_path, sim) -> dict:
     try:
         return _write_slot(store_path, arrays, meta)
     except OSError as exc:
-        import errno
-
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise CheckpointError(
-            f"{'the disk is full' if full else f'cannot write ({exc})'} while writing the checkpoint of step "
-            f"{meta['step']} into {store_path}; the previous checkpoint is intact (the pointer still names "
-            "it): free space and `gpusim resume` the store") from None
+        raise write_error(exc, meta["step"], store_path) from None
 
 
-def _write_slot(store_path, arrays, meta) -> dict:
-    import os
+def write_error(exc: OSError, step: int, store_path) -> CheckpointError:
+    """The error of a checkpoint write that failed with ``exc`` (says that the previous one is intact)."""
+    import errno
 
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return CheckpointError(
+        f"{'the disk is full' if full else f'cannot write ({exc})'} while writing the checkpoint of step "
+        f"{step} into {store_path}; the previous checkpoint is intact (the pointer still names "
+        "it): free space and `gpusim resume` the store")
+
+
+def create_slot_array(g, key: str, shape, dtype):
+    """The empty array ``key`` of a checkpoint slot ``g``, chunked so that MPI ranks write their parts
+    without locks (gpusim.parallel.checkpoints): a grid array (3D) as an image frame is (chunks of
+    <= 64³ in shards of up to 4³ chunks, ``layout.image_shards``), rows in chunks of ``ROW_CHUNK``."""
+    from .layout import ROW_CHUNK, image_chunks, image_shards, zstd_codec
+
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 3:
+        chunks, shards = image_chunks(shape)[1:], image_shards(shape)
+        shards = None if shards is None else shards[1:]
+    else:
+        chunks, shards = (ROW_CHUNK,) + shape[1:], None
+    return g.create_array(key.replace("/", "."), shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                          compressors=zstd_codec(), fill_value=0)
+
+
+def begin_slot(store_path):
+    """The slot the pointer does not name, emptied: (its group, its name, the fault hook)."""
     import zarr
 
     fault = _Fault()
@@ -178,9 +200,22 @@ def _write_slot(store_path, arrays, meta) -> dict:
     slot = SLOTS[1] if current is not None and current.get("slot") == SLOTS[0] else SLOTS[0]
     g = group.create_group(slot, overwrite=True)
     fault("slot")
+    return g, slot, fault
+
+
+def _write_slot(store_path, arrays, meta) -> dict:
+    g, slot, fault = begin_slot(store_path)
     for key, a in arrays.items():
-        g.create_array(key.replace("/", "."), data=np.ascontiguousarray(a))
+        a = np.ascontiguousarray(a)
+        create_slot_array(g, key, a.shape, a.dtype)[...] = a
         fault("array")
+    return finish_slot(store_path, g, slot, meta, fault)
+
+
+def finish_slot(store_path, g, slot: str, meta: dict, fault) -> dict:
+    """The slot's meta, everything in it on disk (fsync), then the pointer replaced to name it."""
+    import os
+
     g.attrs["meta"] = meta
     fault("meta")
     _fsync_tree(os.path.join(str(store_path), "checkpoint", slot))
@@ -244,6 +279,21 @@ def read(store_path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def fsync_files(paths) -> None:
+    """fsync each of ``paths`` that exists (a chunk equal to the fill value is not written)."""
+    import os
+
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _fsync_tree(path) -> None:
     import os
 
@@ -297,17 +347,20 @@ class Checkpointer:
         """Checkpoint now (the run's writer must have flushed first). ``steps_done``: the step count the
         state corresponds to, when called from inside a step (before the counter advances)."""
         self._flush()
-        sim.synchronize_state()
+        put = sim.checkpoint_writer  # an MPI run: the ranks write what they hold
+        if put is None:
+            sim.synchronize_state()
+            put = write
         st = sim.state
         if steps_done is not None and steps_done != st.step:
             # inside a step: the clock is advanced after the operations; checkpoint the end-of-step state
             step0, t0 = st.step, st.time_min
             st.step, st.time_min = steps_done, steps_done * sim.dt_min
             try:
-                write(self.path, sim)
+                put(self.path, sim)
             finally:
                 st.step, st.time_min = step0, t0
         else:
-            write(self.path, sim)
+            put(self.path, sim)
         self.last_step = steps_done if steps_done is not None else st.step
         self._last_wall = self._clock()

@@ -28,7 +28,8 @@ The values are the single-process frame's bit for bit: level 0 is copied, and a 
 taken over the same eight voxels in the same order (``block_mean2`` of a box whose offset is even is
 the whole grid's at the same blocks). Frames of an MPI run are written synchronously (the write queue
 is drained first); the T-cell snapshots and tracks are written by the ranks too
-(gpusim.parallel.snapshots), checkpoints and tables by rank 0.
+(gpusim.parallel.snapshots), and a checkpoint's grid arrays through :class:`FrameWriter` (level 0, no
+time axis: gpusim.parallel.checkpoints); the tables by rank 0.
 """
 
 from __future__ import annotations
@@ -86,6 +87,18 @@ def halve(box: Box | None) -> Box | None:
     return Box(lo, tuple(-(-(o + n) // 2) - l for o, n, l in zip(box.offset, box.shape, lo)))
 
 
+def unit_files(store_path, where: str, lo, hi, unit) -> list:
+    """The files of array ``where`` (a path in the store at ``store_path``) that hold the elements
+    ``lo`` to ``hi`` (per axis) in files of ``unit`` elements (its shards, or its chunks): Zarr v3's
+    default chunk keys ``c/i/j/k``."""
+    import itertools
+    import os
+
+    ranges = [range(int(a) // int(u), -(-int(b) // int(u))) for a, b, u in zip(lo, hi, unit)]
+    base = os.path.join(str(store_path), *where.split("/"), "c")
+    return [os.path.join(base, *(str(i) for i in idx)) for idx in itertools.product(*ranges)]
+
+
 def _level1(kind: str, data: np.ndarray) -> np.ndarray:
     """Level 1 of an image's level-0 voxels (a box with an even offset): the 2x2x2 means of a field,
     every second voxel of the tumour labels (what the single-process writer stores)."""
@@ -95,28 +108,31 @@ def _level1(kind: str, data: np.ndarray) -> np.ndarray:
 class FrameWriter:
     """Every rank's part of a frame: its write boxes filled from the holders and written (see the
     module docstring). ``fields_run``: the BoxFieldRun holding the fields; ``cells``: the CellWorker
-    holding the lattice (None without cells). ``bytes_moved``: what this rank sent and received."""
+    holding the lattice (None without cells). ``bytes_moved``: what this rank sent and received;
+    ``written``: None, or a list to which each write adds the files it wrote (a checkpoint's, to fsync
+    them)."""
 
     def __init__(self, comm, fields_run, cells=None):
         self.comm, self.box, self.cells = comm, fields_run, cells
         self.decomp = fields_run.decomp
         self.shape = tuple(self.decomp.shape)
         self.bytes_moved = 0
+        self.written = None
         self._moves = {}
 
     def _holders(self, image: dict, sim=None):
         """(the ranks' source boxes, this rank's array over its box) of ``image``."""
         whole = Box((0, 0, 0), self.shape)
+        name = image["name"]  # a field, or an array of the lattice ("tumor": the label image's)
         if image["source"] == "mirror":  # rank 0's mirror holds the newest copy
             local = None
             if sim is not None:
                 st = sim.state
-                local = np.asarray(st.fields[image["name"]] if image["kind"] == "field" else st.tumor)
+                local = np.asarray(st.fields[name] if image["kind"] == "field" else getattr(st, name))
             return [whole] + [None] * (self.comm.size - 1), local
         if image["kind"] == "field":
-            name = image["name"]
             return self.box.holder(name).boxes(), np.ascontiguousarray(self.box.interior(name))
-        return self.cells.decomp.boxes(), self.cells.own["tumor"]
+        return self.cells.decomp.boxes(), self.cells.own[name]
 
     def _fill(self, src_boxes, local, regions, dtype):
         key = (tuple(src_boxes), tuple(regions))
@@ -134,34 +150,43 @@ class FrameWriter:
 
     def write(self, msg: dict, sim=None, group=None) -> list:
         """Every rank: write its part of the frame ``msg`` (rank 0's, :class:`DistributedFrames`) into
-        the store at ``msg["path"]`` (``group``: rank 0's open root group). Returns this rank's write
-        errors as (errno, message) pairs; the fills are collective and run whatever fails."""
+        the store at ``msg["path"]`` (``group``: rank 0's open root group). Each image names its
+        ``arrays``, one per level (an image frame's levels 0 and 1 at frame ``k``; a checkpoint's grid
+        array has level 0 only and ``k`` None: no time axis). Returns this rank's write errors as
+        (errno, message) pairs; the fills are collective and run whatever fails."""
         import zarr
 
         rank, errors = self.comm.rank, []
         for image in msg["images"]:
             src_boxes, local = self._holders(image, sim)
             dtype = np.dtype(image["dtype"])
-            (shape0, shape1), (unit0, unit1) = image["shapes"], image["units"]
-            boxes = [write_boxes(self.decomp, shape0, unit0, 0), write_boxes(self.decomp, shape1, unit1, 1)]
-            data0 = self._fill(src_boxes, local, boxes[0], dtype)
-            # level 1: each rank's write box of level 0 (whole units: an even offset, an even or the grid's
-            # stop) gives the level-1 voxels over half of it, moved from there to the level-1 owners
-            halves = [halve(b) for b in boxes[0]]
-            own1 = None if data0 is None else _level1(image["kind"], data0)
-            data1 = self._fill(halves, own1, boxes[1], dtype)
-            for level, data in ((0, data0), (1, data1)):
+            levels = len(image["arrays"])
+            boxes = [write_boxes(self.decomp, image["shapes"][lv], image["units"][lv], lv) for lv in range(levels)]
+            data = [self._fill(src_boxes, local, boxes[0], dtype)]
+            if levels > 1:
+                # level 1: each rank's write box of level 0 (whole units: an even offset, an even or the
+                # grid's stop) gives the level-1 voxels over half of it, moved from there to the level-1 owners
+                halves = [halve(b) for b in boxes[0]]
+                own1 = None if data[0] is None else _level1(image["kind"], data[0])
+                data.append(self._fill(halves, own1, boxes[1], dtype))
+            k = image["k"]
+            for level in range(levels):
                 box = boxes[level][rank]
                 if box is None:
                     continue
-                where = f"{image['group']}/{level}"
+                where = image["arrays"][level]
+                what = where if k is None else f"{where} frame {k}"
                 try:
                     arr = group[where] if group is not None else zarr.open_array(msg["path"], path=where, mode="r+")
-                    arr[(int(image["k"]),) + box.slices] = data
+                    arr[box.slices if k is None else (int(k),) + box.slices] = data[level]
+                    if self.written is not None:
+                        t = () if k is None else (int(k),)  # an image's time axis
+                        lo, hi = t + tuple(box.offset), tuple(i + 1 for i in t) + tuple(box.stop)
+                        self.written += unit_files(msg["path"], where, lo, hi, arr.shards or arr.chunks)
                 except OSError as exc:
-                    errors.append((exc.errno or 0, f"{where} frame {image['k']} on rank {rank}: {exc}"))
+                    errors.append((exc.errno or 0, f"{what} on rank {rank}: {exc}"))
                 except Exception as exc:  # noqa: BLE001 - reported to rank 0, which raises it for the run
-                    errors.append((0, f"{where} frame {image['k']} on rank {rank}: {type(exc).__name__}: {exc}"))
+                    errors.append((0, f"{what} on rank {rank}: {type(exc).__name__}: {exc}"))
         return errors
 
 
@@ -175,7 +200,7 @@ class DistributedFrames:
     def __init__(self, comm, worker: FrameWriter, fields_op, cells_op=None):
         self.comm, self.worker, self.fields_op, self.cells_op = comm, worker, fields_op, cells_op
 
-    def _source(self, kind: str, name: str) -> str:
+    def source(self, kind: str, name: str) -> str:
         """Where the newest copy of an image's data is: "ranks" (their boxes) or "mirror" (rank 0's)."""
         if kind == "field":
             f = self.fields_op
@@ -196,8 +221,9 @@ class DistributedFrames:
                 arr.resize((k + 1,) + tuple(arr.shape[1:]))
                 shapes.append([int(n) for n in arr.shape[1:]])
                 units.append([int(n) for n in (arr.shards or arr.chunks)[1:]])
-            items.append({"group": where, "kind": kind, "name": name, "k": k, "shapes": shapes, "units": units,
-                          "dtype": str(grp["0"].dtype), "source": self._source(kind, name)})
+            items.append({"group": where, "arrays": [f"{where}/0", f"{where}/1"], "kind": kind, "name": name,
+                          "k": k, "shapes": shapes, "units": units, "dtype": str(grp["0"].dtype),
+                          "source": self.source(kind, name)})
         msg = {"op": "frame", "path": str(path), "images": items}
         self.comm.bcast_json(msg)
         errors = self.worker.write(msg, sim, group)

@@ -6,8 +6,9 @@ Rank 0 holds a whole-grid *mirror* Simulation whose field, cell, event and recor
 replaced by :class:`DistributedFields`, :class:`~gpusim.parallel.cells.DistributedCells`,
 :class:`DistributedEvents` and :class:`DistributedRecorder`. Every step each of them broadcasts what
 it is about to do and all ranks do their part; the mirror's writer and checkpointer then run
-unchanged. The store and the timeseries are therefore those of the single-process run, bit for bit,
-and a checkpoint (whole-grid arrays) resumes on any number of ranks, one included.
+unchanged, handing the frames, T-cell rows and checkpoints to the ranks that hold the data. The store
+and the timeseries are therefore those of the single-process run, bit for bit, and a checkpoint (the
+one-process slot) resumes on any number of ranks, one included.
 
 Where the state lives (docs/owned_state.md is the design of the rest):
 
@@ -15,9 +16,9 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
   operands the mirror holds (implant sources) each step; the cell step reads the fields over its regions straight from the ranks that
   hold them (``parallel.regions``); the timeseries statistics are combined over the ranks
-  (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: a field
-  frame, a checkpoint, the run's end (``Simulation.synchronize_state``), a bolus or a hold (pulled,
-  changed on the mirror, sent back).
+  (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: the run's
+  end (``Simulation.synchronize_state``), a bolus or a hold (pulled, changed on the mirror, sent
+  back).
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
   sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
   they hold, bitwise the one-process solve, and keep the solution; the mirror's
@@ -30,12 +31,14 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   faces each step, the cell step fills each rank's region from the boxes, the field step takes its
   lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
   plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
-  whole (an infusion, a checkpoint, the run's end; the lattice alone for a hold over the tumour).
+  whole (an infusion, the run's end; the lattice alone for a hold over the tumour).
   Infusions run on rank 0, which then hands the T cells out again.
 - The field and tumour frames are written by every rank into its own shards
   (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), and the T-cell
   snapshots and tracks as each rank's share of their rows (``Simulation.snapshot_writer`` =
-  :class:`~gpusim.parallel.snapshots.DistributedSnapshots`), not gathered.
+  :class:`~gpusim.parallel.snapshots.DistributedSnapshots`), and the checkpoints as each rank's parts
+  (``Simulation.checkpoint_writer`` = :class:`~gpusim.parallel.checkpoints.DistributedCheckpoints`),
+  not gathered.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ..simulation import Recorder
 from .cells import CellWorker, DistributedCells
 from .fields import BoxFieldRun, unsupported
 from .frames import DistributedFrames, FrameWriter, follow_frame
+from .checkpoints import DistributedCheckpoints, follow_checkpoint
 from .snapshots import DistributedSnapshots, SnapshotWriter, follow_snapshots
 
 __all__ = ["DistributedEvents", "DistributedFields", "DistributedRecorder", "resume_cli", "run_cli"]
@@ -295,6 +299,8 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             follow_frame(comm, frames, msg)
         elif msg["op"] == "snapshots":
             follow_snapshots(comm, snapshots, msg)
+        elif msg["op"] == "checkpoint":
+            follow_checkpoint(comm, frames, snapshots, msg)
         else:
             return
 
@@ -362,8 +368,10 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
         mirror.synchronizer = synchronize
         mirror.frame_writer = DistributedFrames(comm, FrameWriter(comm, box, None if cells is None else cells.worker),
                                                 fields, cells)
+        rows = SnapshotWriter(comm, None if cells is None else cells.worker)
         if cells is not None:
-            mirror.snapshot_writer = DistributedSnapshots(comm, SnapshotWriter(comm, cells.worker), cells)
+            mirror.snapshot_writer = DistributedSnapshots(comm, rows, cells)
+        mirror.checkpoint_writer = DistributedCheckpoints(comm, mirror.frame_writer, rows, cells)
         code = body(mirror, box)
     except BaseException:
         _abort(comm)  # the other ranks wait for rank 0: end the whole job
@@ -374,8 +382,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
-            "fields, the lattice and the T cells and write their shards of the frames and their rows of the "
-            "T-cell snapshots; rank 0 gathers them for checkpoints)")
+            "fields, the lattice and the T cells and write their parts of the frames, the T-cell snapshots "
+            "and the checkpoints; rank 0 gathers them at the run's end)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:

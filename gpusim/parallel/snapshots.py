@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from ..agents.tcell_store import COLUMNS, SNAPSHOT_COLUMNS, TCellState, snapshot
-from .frames import collect_errors, raise_errors, report_errors
+from .frames import collect_errors, raise_errors, report_errors, unit_files
 from .migrate import Traffic, assemble_rows, exchange_rows
 
 __all__ = ["DistributedSnapshots", "SnapshotWriter", "chunk_writers", "follow_snapshots", "uid_ranks"]
@@ -85,7 +85,8 @@ def _take(columns: dict, rows, names) -> dict:
 class SnapshotWriter:
     """Every rank's part of a ragged frame (see the module docstring). ``cells``: this rank's
     CellWorker (its ``tcells`` are the T cells of its box); ``bytes_moved``: what it sent and
-    received."""
+    received; ``written``: None, or a list to which each write adds the files it wrote (a
+    checkpoint's, to fsync them)."""
 
     def __init__(self, comm, cells):
         from .migrate import _backend
@@ -94,6 +95,7 @@ class SnapshotWriter:
         self.be = _backend(None)
         self.traffic = Traffic()
         self.tracked = np.zeros(0, np.uint64)
+        self.written = None
 
     @property
     def bytes_moved(self) -> int:
@@ -110,11 +112,12 @@ class SnapshotWriter:
             store = self.cells.tcells
         return {c: np.asarray(getattr(store, c)) for c in names}
 
-    def _sorted_share(self, cols: dict, names, tracks: bool) -> dict:
-        """Step 1: this rank's share of the frame's rows (its uid range), in uid order."""
+    def _sorted_share(self, cols: dict, names, rule: str) -> dict:
+        """Step 1: this rank's share of the frame's rows (its uid range), in uid order. ``rule``:
+        "living" (a snapshot), "tracked" (the living tracked ones) or "all" (a checkpoint's)."""
         comm = self.comm
-        keep = cols["state"] != np.uint8(TCellState.DEAD)
-        if tracks:
+        keep = np.ones(cols["uid"].shape[0], bool) if rule == "all" else cols["state"] != np.uint8(TCellState.DEAD)
+        if rule == "tracked":
             keep &= np.isin(cols["uid"], self.tracked)
         rows = np.flatnonzero(keep)
         dest = uid_ranks(cols["uid"][rows], comm.size)
@@ -124,9 +127,12 @@ class SnapshotWriter:
         return _take(share, np.argsort(share["uid"], kind="stable"), names)
 
     def write(self, msg: dict, sim=None, group=None):
-        """Every rank: its part of the ragged frames ``msg`` (rank 0's, :class:`DistributedSnapshots`).
-        Returns (this rank's write errors as (errno, message) pairs, each frame's row count). The
-        exchanges are collective and run whatever fails."""
+        """Every rank: its part of the ragged frames ``msg["items"]`` (rank 0's,
+        :class:`DistributedSnapshots`; each names its ``arrays``, column -> array path, its ``rule``,
+        see :meth:`_sorted_share`, and its ``label`` for errors; "all" writes the store's columns as
+        they are, in uid order, the others the snapshot's: ``tcell_store.snapshot``). Returns (this
+        rank's write errors as (errno, message) pairs, each frame's row count). The exchanges are
+        collective and run whatever fails."""
         import zarr
 
         comm, rank = self.comm, self.comm.rank
@@ -134,9 +140,11 @@ class SnapshotWriter:
             self.tracked = np.array(msg["tracked"], np.uint64)
         errors, totals = [], []
         for item in msg["items"]:
-            columns = item["columns"]
-            names = tuple(dict.fromkeys(["state", "uid"] + [SNAPSHOT_COLUMNS[c] for c in columns]))
-            share = self._sorted_share(self._rows(msg, names, sim), names, bool(item["tracks"]))
+            arrays, rule, label = item["arrays"], item["rule"], item["label"]
+            columns = list(arrays)
+            store_names = columns if rule == "all" else [SNAPSHOT_COLUMNS[c] for c in columns]
+            names = tuple(dict.fromkeys(["state", "uid"] + store_names))
+            share = self._sorted_share(self._rows(msg, names, sim), names, rule)
             m = int(share["uid"].shape[0])
             counts = comm.alltoall(np.full(comm.size, m, np.int64))  # every rank's share
             self.traffic.count_bytes += 8 * (comm.size - 1)
@@ -147,10 +155,10 @@ class SnapshotWriter:
             if rank == 0:  # the columns grow before anyone writes (the metadata of each array: rank 0's)
                 try:
                     for c in columns:
-                        arr = group[f"{item['group']}/{c}"]
+                        arr = group[arrays[c]]
                         arr.resize((base + n,) + tuple(arr.shape[1:]))
                 except OSError as exc:
-                    grown = [exc.errno or 0, f"{item['group']} frame {item['k']}: growing the columns: {exc}"]
+                    grown = [exc.errno or 0, f"{label}: growing the columns: {exc}"]
             grown = comm.bcast_json(grown)
             # step 2: the rows before this rank's first chunk start go to that chunk's writer
             writers = chunk_writers(counts, base, chunk)
@@ -166,19 +174,22 @@ class SnapshotWriter:
             if writers[rank] is None:
                 continue
             lo, hi = writers[rank]
-            rows = snapshot(mine, columns)
+            rows = mine if rule == "all" else snapshot(mine, columns)
             if rows["uid"].shape[0] != hi - lo:
-                raise RuntimeError(f"{item['group']} frame {item['k']} on rank {rank}: {rows['uid'].shape[0]} rows "
-                                   f"for rows {lo}:{hi}: a T cell lost or duplicated in the sort")
+                raise RuntimeError(f"{label} on rank {rank}: {rows['uid'].shape[0]} rows for rows {lo}:{hi}: a T "
+                                   "cell lost or duplicated in the sort")
             for c in columns:
-                where = f"{item['group']}/{c}"
+                where = arrays[c]
                 try:
                     arr = group[where] if group is not None else zarr.open_array(msg["path"], path=where, mode="r+")
                     arr[lo:hi] = rows[c]
+                    if self.written is not None:
+                        self.written += unit_files(msg["path"], where, (lo,) + (0,) * (arr.ndim - 1),
+                                                   (hi,) + tuple(arr.shape[1:]), arr.chunks)
                 except OSError as exc:
-                    errors.append((exc.errno or 0, f"{where} frame {item['k']} on rank {rank}: {exc}"))
+                    errors.append((exc.errno or 0, f"{where} ({label}) on rank {rank}: {exc}"))
                 except Exception as exc:  # noqa: BLE001 - reported to rank 0, which raises it for the run
-                    errors.append((0, f"{where} frame {item['k']} on rank {rank}: {type(exc).__name__}: {exc}"))
+                    errors.append((0, f"{where} ({label}) on rank {rank}: {type(exc).__name__}: {exc}"))
         return errors, totals
 
 
@@ -200,8 +211,9 @@ class DistributedSnapshots:
         for where, columns in items:
             grp = group[where]
             k = int(grp.attrs["frames_committed"])
-            entries.append({"group": where, "k": k, "base": int(grp["offsets"][k]), "columns": list(columns),
-                            "chunk": int(grp["uid"].chunks[0]), "tracks": where == "tracks"})
+            entries.append({"group": where, "k": k, "base": int(grp["offsets"][k]), "label": f"{where} frame {k}",
+                            "arrays": {c: f"{where}/{c}" for c in columns}, "chunk": int(grp["uid"].chunks[0]),
+                            "rule": "tracked" if where == "tracks" else "living"})
         msg = {"op": "snapshots", "path": str(path), "items": entries,
                "source": "ranks" if self.cells_op.stale["tcells"] else "mirror"}
         if tracked is not None and (self._tracked_sent is None or not np.array_equal(self._tracked_sent, tracked)):
