@@ -997,3 +997,26 @@ def test_ranks_write_their_own_shards_of_a_sharded_grid_and_the_store_is_one_pro
     per_field = (256 - 144) * 36 * 4 + (144 - 128) * 9 * 4  # level 0 of z 144..255, level 1 of z 128..143
     assert moved.tolist() == [0.0, 2 * per_field, 0.0, 2 * per_field]  # frames at t = 2 and 4 min
     assert 2 * per_field < 2 * 144 * 36 * 4  # less than gathering rank 1's half of each field
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("solver", ["explicit", "lod"])
+def test_an_implant_source_is_sent_to_the_ranks_once_and_not_every_step(tmp_path, solver):
+    """The implant's source array is cut for the ranks when the implant starts (rank 0 sends each rank
+    its part once) and kept while the same implants are active: rank 0's bytes per step go back to what
+    they were before it; the store is the one-process store."""
+    cfg = tmp_path / "implant.toml"
+    cfg.write_text(_FIELDS_ONLY.format(solver=solver).replace("shape = [14, 12, 10]", "shape = [16, 12, 10]")
+                   + '[[events]]\nname = "implant"\ntype = "implant"\nsubstrate = "mg"\ntime_min = 2.0\n'
+                     'center_um = [120.0, 90.0, 75.0]\nradius_um = 40.0\nrate_umol_per_min = 1e-6\n')
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    p = _gpusim("run", str(cfg), "--minutes", "6", "--out", str(many), "--set", "parallel.lod_mode=bitwise", n=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _gpusim("run", str(cfg), "--minutes", "6", "--out", str(one)).returncode == 0
+    assert _differing(many, one) == []
+    r = gpusim.open_run(many)
+    assert r.timeseries["mg_max_mM"].iloc[-1] > r.timeseries["mg_max_mM"].iloc[1]  # the implant releases Mg
+    moved = r.perf["fields_rank0_bytes"].to_numpy()  # steps 0..5; the implant starts at step 2
+    assert moved[2] > moved[1] and moved[3] == moved[1] and moved[4] == moved[5] == moved[1], moved.tolist()
+    assert moved[2] - moved[1] >= 8 * 12 * 10 * 4  # at least rank 1's half of the float32 source went out

@@ -32,8 +32,9 @@ Steady substrates (the multigrid method, O₂'s default): in a coordinated run (
 ``gpusim.parallel.steady`` (bitwise the one-process solve) and rank 0 gathers the solution.
 
 In a coordinated run the fields stay on the ranks between steps (``held``: the stepped ones, and the
-steady ones on the boxes from one solve to the next): rank 0 sends the operands every step
-(``load``), a field only when its mirror changed it (``push``), and gathers one only when it reads
+steady ones on the boxes from one solve to the next): rank 0 sends the operands it holds
+(``load``: an implant's source only when the active implants change, the lattice operands come
+from the ranks' cell boxes), a field only when its mirror changed it (``push``), and gathers one only when it reads
 it whole (``pull``); the timeseries statistics are combined over the
 ranks (``census``).
 
@@ -132,6 +133,10 @@ class BoxFieldRun:
             if (self.steady_plans or cfg.init == "steady") and DistributedSteady.supported(shape):
                 self.steady = DistributedSteady(comm, self.decomp)
             self.fields, self._operands, self._spare = {}, {}, {}
+            # implant sources change only when the set of active implants does (events.ApplyEvents makes
+            # new arrays then): rank 0 numbers each substrate's source array, and the ranks keep their cut
+            # of it until the number changes, instead of a scatter of the whole grid every step
+            self._src_ref, self._src_version, self._src_cut = {}, {}, {}
             self.step_count = 0
             self._start_step = 0
             #: the ranks' lattice once they hold it (a CellWorker: the lattice operands ``vessel`` and
@@ -191,7 +196,11 @@ class BoxFieldRun:
         out = {}
         for name in self.plans:
             flags = fu._operands(sim.state, name)[0]
-            out[name] = {"serum": fu.plans[name].serum, "flags": int(flags)}
+            src = sim.state.sources.get(name)
+            if name not in self._src_ref or src is not self._src_ref[name]:  # a new array: the ranks need it
+                self._src_ref[name] = src
+                self._src_version[name] = self._src_version.get(name, 0) + 1
+            out[name] = {"serum": fu.plans[name].serum, "flags": int(flags), "src_version": self._src_version[name]}
         return {"op": "fields", "substrates": out}
 
     def load(self, header: dict, sim=None) -> None:
@@ -213,10 +222,16 @@ class BoxFieldRun:
             arrays = []
             for bit, key, whole, dtype, dummy in ((L.HAS_VESSEL, "vessel", ops[0], np.uint8, dummy_u8),
                                                   (L.HAS_TUMOR, "n_tumor", ops[1], np.uint8, dummy_u8),
-                                                  (L.HAS_TCELL, "n_tcell", ops[2], np.uint8, dummy_u8),
-                                                  (L.HAS_SRC, "src:" + name, ops[3], np.float32, dummy_f32)):
+                                                  (L.HAS_TCELL, "n_tcell", ops[2], np.uint8, dummy_u8)):
                 arrays.append(self._part(cache, key, self._layout(name), whole, dtype) if flags & bit else dummy)
-            self._operands[name] = (flags, *arrays)
+            src = dummy_f32
+            if flags & L.HAS_SRC:
+                version, cut = self._src_cut.get(name, (None, None))
+                if version != h["src_version"]:  # every rank sees the same header: the scatter is collective
+                    cut = self._part(cache, "src:" + name, self._layout(name), ops[3], np.float32)
+                    self._src_cut[name] = (h["src_version"], cut)
+                src = cut
+            self._operands[name] = (flags, *arrays, src)
         self.push(header["push"], sim)
 
     def layout_boxes(self, layout) -> list:

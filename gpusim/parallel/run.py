@@ -14,9 +14,9 @@ Where the state lives (docs/owned_state.md is the design of the rest):
 
 - The fields live on the ranks (``BoxFieldRun.held``): the stepped substrates (explicit, LOD) in the
   layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
-  operands the mirror holds (implant sources) each step; the cell step reads the fields over its regions straight from the ranks that
-  hold them (``parallel.regions``); the timeseries statistics are combined over the ranks
-  (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: the run's
+  operands the mirror holds (an implant's source, when the active implants change); the cell step
+  reads the fields over its regions straight from the ranks that hold them (``parallel.regions``);
+  the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: the run's
   end (``Simulation.synchronize_state``), a bolus or a hold (pulled, changed on the mirror, sent
   back).
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
