@@ -547,7 +547,8 @@ def test_a_4_rank_checkpoint_resumes_on_3_ranks_and_on_1_bitwise(tmp_path, busy)
 @needs_mpi[1]
 def test_even_boxes_give_the_same_store_and_perf_records_each_ranks_share(tmp_path, busy):
     """parallel.balance = "even" (the fields' boxes) writes the same bytes as the default cell-balanced
-    boxes; perf/ holds every rank's T cells, which add up to the run's T cells, and `gpusim info` shows them."""
+    boxes; perf/ holds every rank's T cells, which add up to the run's T cells (the infused ones
+    included), `gpusim info` shows them, and rank 0's mirror gathered nothing during the run."""
     cfg, one = busy
     many = tmp_path / "even.zarr"
     p = _gpusim("run", str(cfg), "--minutes", str(_BUSY_MIN), "--out", str(many), "--set", "parallel.balance=even",
@@ -562,6 +563,9 @@ def test_even_boxes_give_the_same_store_and_perf_records_each_ranks_share(tmp_pa
     for step in range(1, _BUSY_MIN):
         want = int(ts["tcells"].iloc[step - 1]) + (40 if step == 10 else 0)
         assert int(owned[step]) == want, step
+    # the infusion is placed by the ranks (parallel.placement) and every frame, snapshot and checkpoint
+    # is written by them: rank 0's mirror gathers no field, lattice or T cell before the run's end
+    assert (perf["mirror_gathered_bytes"].to_numpy() == 0).all()
     info = subprocess.run([sys.executable, "-m", "gpusim.cli", "info", str(many)], capture_output=True, text=True,
                           env=dict(os.environ, COLUMNS="120"), timeout=120)
     assert info.returncode == 0, info.stderr[-2000:]

@@ -309,17 +309,25 @@ class CellStep:
         s = self.store
         self.totals["tcells_born"] += divide(self.backend, s, self.backend.xp.flatnonzero(s.flags & R.FL_BORN))
 
+    def infusions_due(self, sim) -> list:
+        """This step's T-cell infusions: ``(salt, event)`` per occurrence due (the salt makes each
+        occurrence's placement draw differently; ``salt - 1`` numbers its uids)."""
+        return [(index * _OCCURRENCES_PER_EVENT + occurrence + 1, ev)
+                for index, occurrence, ev in sim.schedule.infusions_due(sim.state.step)]
+
+    def infused(self, sim, ev, placed: int) -> None:
+        """Count and log ``placed`` T cells of infusion ``ev`` (one process, or all MPI ranks together)."""
+        self.totals["tcells_infused"] += int(placed)
+        log.info("t = %g min: %s infused %d T cells (%s)", sim.state.time_min, ev.name, placed, ev.placement)
+
     def _infuse(self, sim) -> None:
-        st = sim.state
-        for index, occurrence, ev in sim.schedule.infusions_due(st.step):
-            salt = index * _OCCURRENCES_PER_EVENT + occurrence + 1
+        for salt, ev in self.infusions_due(sim):
             pos = self._place(sim, ev.count, ev.placement, ev.shell_um, salt=salt,
                               purpose=rng.PURPOSE_INFUSION, what=f"events.{ev.name}")
             uids = uid_infused(np.full(pos.shape[0], salt - 1, np.int64), np.arange(pos.shape[0], dtype=np.int64))
             check_new(uids)
             self._append(pos, np.atleast_1d(uids), self.serum_lfa1(sim))
-            self.totals["tcells_infused"] += int(pos.shape[0])
-            log.info("t = %g min: %s infused %d T cells (%s)", st.time_min, ev.name, pos.shape[0], ev.placement)
+            self.infused(sim, ev, pos.shape[0])
 
     # -- what a run exposes ---------------------------------------------------------------------
     def step_events(self, sim):

@@ -34,8 +34,8 @@ moves, after A3, of the T cells within one voxel of a vessel voxel: one voxel mo
 where T cells are recruited. Redundant work on the ghosts instead of a halo exchange between phases:
 one message per rank and step.
 
-Scope of this version: infusions run on rank 0 (their placement reads the whole lattice and every
-T cell, gathered first, and rank 0 then hands all T cells out again by the migration); uids are
+Infusions are placed by the ranks into their boxes after the step's migration
+(``parallel.placement``: the one-process placement's T cells with its uid numbers); uids are
 checked for duplicates on each rank every ``UID_CHECK_EVERY`` steps (a uid made twice sits where its
 original does, so on the same rank; new uids are made distinct by their origin). A gathered mirror
 store is in rank order, not one process's; nothing reads that order: the next sort orders by
@@ -60,6 +60,7 @@ from ..census import CELL_COUNTS, LATTICE_CODES, cell_counts, lattice_counts
 from ..io.layout import EVENT_COLUMNS, merge_event_rows
 from .decomposition import Box, Decomposition, balanced_runs, region
 from .migrate import Traffic, ghosts, migrate, pack, row_bytes, unpack, voxel_coords
+from .placement import infuse, infusion_header
 from .regions import Regions
 
 __all__ = ["CELL_GHOST", "CellWorker", "DistributedCells", "region"]
@@ -182,7 +183,7 @@ class CellWorker:
         self.store = TCellStore(self.backend, capacity=1024)  # the step's region
         self.tcells = TCellStore(self.backend, capacity=1024)  # this rank's own T cells between steps
         self.traffic = Traffic()  # what this rank sent and received in migrations and ghost exchanges
-        self.gathered_bytes = 0  # rank 0: T cells gathered into the mirror (gather_tcells)
+        self.gathered_bytes = 0  # rank 0: T cells and lattice gathered into the mirror (gather_tcells, gather_lattice)
         # the arrays of the box it keeps: the lattice, and the T cells per voxel at the sort (n_tcell)
         self.owned = self.lattice_out + (("n_tcell",) if cfg.tcells is not None else ())
         self.own = None  # this rank's box of the ``owned`` arrays, from scatter_lattice on
@@ -237,8 +238,11 @@ class CellWorker:
     def gather_lattice(self, state=None) -> None:
         """Every rank: the boxes of the lattice gathered into rank 0's mirror (``state``; None elsewhere)."""
         move = Regions.gather(self.comm, self.decomp.boxes(), self.shape)
+        before = self.lattice_bytes
         for name in self.owned:
             self._count(move, move.fill(self.own[name], out=None if state is None else getattr(state, name)))
+        if self.comm.rank == 0:
+            self.gathered_bytes += self.lattice_bytes - before
 
     def fill_lattice(self) -> None:
         """Every rank: the lattice over this rank's lattice region from the ranks' boxes."""
@@ -345,16 +349,17 @@ class CellWorker:
 
     def run_step(self, msg: dict, sim=None):
         """Every rank: cell step ``msg["step"]`` (rank 0's header; ``sim``: rank 0's mirror, None
-        elsewhere). Its own T cells (all of them on rank 0 at the first step and after an infusion,
-        which rank 0's mirror holds then) go to their owners (``migrate``, the dead dropped), the
-        others' within ``width`` of its box come as ghosts (``ghosts``), its region is stepped
+        elsewhere). Its own T cells (all of them on rank 0 at the first step, which rank 0's mirror
+        holds then) go to their owners (``migrate``, the dead dropped), the step's infusions
+        (``msg["infusions"]``) are placed into the boxes (``parallel.placement.infuse``), the
+        others' T cells within ``width`` of its box come as ghosts (``ghosts``), its region is stepped
         (:meth:`step`), and it keeps the T cells of its box and its new ones. Returns its
         :class:`Partials` vector, seconds in the phases, and the step's event rows (``msg["events"]``) or None."""
         from ..io.layout import event_rows
 
         step = int(msg["step"])
         self.prepare(msg, None if sim is None else sim.state)
-        if msg["scatter"] or msg["infuse"]:
+        if msg["scatter"]:
             self.tcells.n = 0
             if sim is not None:
                 self.tcells.append(**{c: getattr(sim.cells.store, c) for c in STATE_COLUMNS})
@@ -362,6 +367,12 @@ class CellWorker:
         before, died = t.n, int(np.count_nonzero(t.state == np.uint8(R.TDEAD)))
         own = migrate(self.comm, self.decomp, {c: getattr(t, c) for c in STATE_COLUMNS}, self.dx_um,
                       drop_dead=True, traffic=self.traffic)
+        self.placed = []  # each infusion's T cells on all ranks (rank 0 counts them)
+        for infusion in msg["infusions"]:  # placed where they land, by the ranks holding the boxes
+            n = own["uid"].shape[0]
+            own, placed = infuse(self, infusion, own)
+            before += own["uid"].shape[0] - n
+            self.placed.append(placed)
         halo = ghosts(self.comm, self.decomp, own, self.width, self.dx_um, traffic=self.traffic)
         kept = own["uid"].shape[0]
         self.fill_lattice()
@@ -477,7 +488,7 @@ class DistributedCells:
     owners, exchanges ghosts, steps its region and keeps its box, and sends rank 0 only its
     :class:`Partials` (and event rows), from which rank 0 finishes the step (``CellStep.count``, the
     totals), the recorder its row and the balance its weights. The mirror's lattice and T cells are
-    then *stale* until :meth:`pull` gathers them (an infusion's placement, a checkpoint, the run's
+    then *stale* until :meth:`pull` gathers them (the run's
     end; the lattice alone for a hold over the tumour or a steady solve on rank 0; frames and
     snapshots are written from the ranks' copies: gpusim.parallel.frames, gpusim.parallel.snapshots).
 
@@ -526,7 +537,7 @@ class DistributedCells:
         sites = self._sites if self.stale["lattice"] else plane_sites(st.tumor, Box((0, 0, 0), st.shape), st.shape)
         if self.stale["tcells"]:
             planes = self._planes
-        else:  # the mirror holds every T cell (the first step, an infusion)
+        else:  # the mirror holds every T cell (the first step)
             alive = s.state != np.uint8(R.TDEAD)
             planes = plane_tcells(*voxel_coords(s.pos_um[alive], st.dx_um, st.shape), st.shape)
         weights = cell_weights(sites, planes, st.shape)
@@ -538,20 +549,19 @@ class DistributedCells:
         cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
         self.fields_op.push_pending(sim)  # the fields the mirror changed (set-up, a bolus) before the rules read them
         t_start = time.perf_counter()
-        infuse = bool(sim.schedule.infusions_due(st.step))
-        if infuse:
-            self.pull(sim)  # the placement reads the whole lattice and every T cell
-            cs._infuse(sim)
+        due = cs.infusions_due(sim)  # placed by the ranks into their boxes (parallel.placement)
         if self.balance == "cells" and st.step % BALANCE_EVERY == 0:
             self._rebalance(sim)
         a_serum = float(cs.serum_lfa1(sim)) if w.recruits else 0.0  # a float32, exact through JSON
         header = {"op": "cells", "step": int(st.step), "a_serum": a_serum, "scatter": w.own is None,
-                  "infuse": infuse, "events": self.events,
+                  "infusions": [infusion_header(sim, salt, ev) for salt, ev in due], "events": self.events,
                   "runs": [[list(r) for r in axis] for axis in self.decomp.runs]}
         comm.bcast_json(header)
         tr = w.traffic
         before = w.lattice_bytes + w.field_bytes + tr.bytes_sent + tr.bytes_received + tr.count_bytes
         vec, sec, events = w.run_step(header, sim)
+        for (_, ev), placed in zip(due, w.placed):
+            cs.infused(sim, ev, placed)
         vecs, seconds, rows = [vec], [sec], [events]
         moved = 0
         for r in range(1, comm.size):

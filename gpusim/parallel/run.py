@@ -31,8 +31,9 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   faces each step, the cell step fills each rank's region from the boxes, the field step takes its
   lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
   plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
-  whole (an infusion, the run's end; the lattice alone for a hold over the tumour).
-  Infusions run on rank 0, which then hands the T cells out again.
+  whole (the run's end; the lattice alone for a hold over the tumour). Infusions are placed by the
+  ranks into their boxes (``parallel.placement``); ``perf/mirror_gathered_bytes`` counts what the
+  mirror gathered.
 - The field and tumour frames are written by every rank into its own shards
   (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), and the T-cell
   snapshots and tracks as each rank's share of their rows (``Simulation.snapshot_writer`` =
@@ -161,6 +162,10 @@ class DistributedFields:
                 sim.perf_extra[f"steady_s_r{r}"] = sec
         steady_bytes = self.box.steady_bytes - steady_before if self.box.steady_plans else 0
         sim.perf_extra["fields_rank0_bytes"] = float(self._bytes() - before + steady_bytes)
+        # what the mirror gathered so far (cumulative): a field, the lattice or the T cells read whole on rank 0
+        lattice = self.box.lattice
+        sim.perf_extra["mirror_gathered_bytes"] = float(self.box.gathered_bytes
+                                                        + (lattice.gathered_bytes if lattice is not None else 0))
 
     def _solve_steady(self, state, name, tol):
         """FieldUpdate.solve_steady's ``solve``: all ranks solve ``name`` (``steady_on_ranks``) from the
