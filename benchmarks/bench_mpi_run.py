@@ -7,10 +7,10 @@ benchmarks/results/mpi_run_cpu_<date>.{json,md}.
     python benchmarks/bench_mpi_run.py                    # 64³ baseline, ranks 1 2 4, 12 steps each
     python benchmarks/bench_mpi_run.py --project-only benchmarks/results/mpi_run_cpu_<date>.json
 
-What the numbers are: in this version the ranks keep the fields, and rank 0 keeps the lattice
-and T cells and sends every rank its part each step (MODEL.md 'Parallel runs'), so on one machine the
-wall time *rises* with the rank count beyond the cores: the table says by how much and where the time
-goes. The projection (``project``) is of the design the issue asks for — ranks that keep their
+What the numbers are: the ranks keep the fields, the lattice and the T cells, write their parts of
+the outputs and place the infusions (MODEL.md 'Parallel runs'); on one machine the wall time
+*rises* with the rank count beyond the cores: the tables say by how much and where the time goes,
+and what rank 0 moves on output and infusion steps. The projection (``project``) is of the design the issue asks for — ranks that keep their
 boxes, exchange halos and migrate T cells — fed with what this code measures: T cells crossing voxel
 faces per step, the cell step's reach (CELL_GHOST), the bytes of a lattice voxel and of a T cell,
 each substrate's n_sub, and the partitioned LOD's bytes per cut line.
@@ -122,6 +122,58 @@ def corner(tmp, minutes, size):
         out[balance] = {"tcells_per_rank": t.tolist(), "cells_s_per_rank": c.tolist(),
                         "tcells_max_over_mean": float(t.max() / t.mean()), "cells_s_max_over_mean": float(c.max() / c.mean())}
     return out
+
+
+#: the output steps' run: baseline with every output due every 4 min and an infusion at minute 5
+OUTPUTS_TOML = """
+[[events]]
+name = "infusion"
+type = "tcell_infusion"
+time_min = 5.0
+count = 5000
+placement = "shell"
+shell_um = [30.0, 105.0]
+
+[output]
+fields_every_min = 4.0
+tumor_every_min = 4.0
+tcells_every_min = 4.0
+checkpoint_every_steps = 8
+checkpoint_every_wall_min = 1000.0
+"""
+
+
+def outputs(tmp, ranks, minutes, size):
+    """Rank 0's bytes and the wall time on the steps that write frames, T-cell snapshots and a
+    checkpoint or place an infusion, against the plain steps (``OUTPUTS_TOML``); and what the mirror
+    gathered over the run (perf ``mirror_gathered_bytes``)."""
+    from gpusim.scenarios import __file__ as scenarios
+
+    cfg = Path(tmp) / "outputs.toml"
+    cfg.write_text((Path(scenarios).parent / "baseline.toml").read_text() + OUTPUTS_TOML)
+    rows = []
+    for n in ranks:
+        out = Path(tmp) / f"o{n}.zarr"
+        cmd = [sys.executable, "-m", "gpusim.cli", "run", str(cfg), "--minutes", str(minutes), "--out", str(out),
+               "--no-progress", "--set", f"grid.shape=[{size},{size},{size}]"]
+        subprocess.run((["mpiexec", "-n", str(n)] if n > 1 else []) + cmd, env=_env(), check=True,
+                       capture_output=True, text=True)
+        import gpusim
+
+        p = gpusim.open_run(out).perf
+        step = p["step"].to_numpy()
+        # frames end at t = 4, 8, ... (steps 3, 7, ...); the checkpoint after 8 steps; the infusion at step 5
+        kinds = {"plain": (step >= 2) & (step % 4 != 3) & (step != 5), "frames (fields, tumour, T cells)":
+                 (step % 4 == 3) & (step != 7), "frames and a checkpoint": step == 7, "infusion (5000 T cells)": step == 5}
+        for kind, m in kinds.items():
+            row = {"ranks": n, "kind": kind, "wall_s": float(p["wall_s"][m].median())}
+            if n > 1:
+                q = p[m]
+                row.update({"rank0_step_mb": float((q["cells_rank0_bytes"] + q["fields_rank0_bytes"]).median()) / 1e6,
+                            "rank0_output_mb": float((q["frames_rank0_bytes"] + q["snapshots_rank0_bytes"]).median()) / 1e6,
+                            "mirror_gathered_mb": float(p["mirror_gathered_bytes"].max()) / 1e6})
+            rows.append(row)
+    return rows
 
 
 def crossings(steps=30, size=64):
@@ -250,6 +302,7 @@ def main(argv=None) -> int:
         old = json.loads(Path(args.project_only).read_text())
         rows, bal, cross = old["scaling"], old["corner"], old["crossings"]
         weak = old.get("weak", [])
+        outs = old.get("outputs", [])
         args.size, args.minutes, date = old["size"], old["minutes"], old["date_utc"]
         args.lod_mode = old.get("lod_mode", "bitwise")  # results before 2026-12-02 ran the then-default bitwise
     else:
@@ -258,6 +311,7 @@ def main(argv=None) -> int:
             weak = scaling(tmp, [n for n in args.ranks if n in WEAK_GRIDS], args.minutes, args.size, args.lod_mode,
                            weak_box=args.weak_box)
             bal = corner(tmp, args.minutes, args.size)
+            outs = outputs(tmp, [n for n in args.ranks if n <= 2], args.minutes, args.size)
         cross = crossings(size=args.size)
         date = common.utc_now()
     proj = project(cross["p_axis_change_per_step"])
@@ -266,15 +320,27 @@ def main(argv=None) -> int:
           f"`baseline` at {args.size}³ (Mg, O₂ steady, chemokine, ~19k tumour cells, 1000 T cells), "
           f"{args.minutes} steps, medians from step 2 on; one thread per rank, ranks beyond {os.cpu_count()} "
           f"oversubscribed; `parallel.lod_mode = \"{args.lod_mode}\"`. The ranks keep the fields, the "
-          "lattice and the T cells; rank 0 gathers them only for frames and checkpoints.", "", "### Strong scaling", ""]
+          "lattice and the T cells, write their parts of the frames, snapshots and checkpoints and place the "
+          "infusions; rank 0's mirror gathers a field only for a bolus or a hold.", "", "### Strong scaling", ""]
     md += _scaling_table(rows)
     if weak:
         md += ["", f"### Weak scaling ({args.weak_box}³ voxels per rank; the tumour's volume and the T cells grow "
                "with the grid)", "", f"Ideal: the same wall time per step on every rank count (ratio 1.00) while ranks <= cores "
                f"({os.cpu_count()} here); n ranks on fewer cores share them, so the ideal ratio is n / cores beyond "
-               "that. Rank 0's traffic grows with its own halo share, and it gathers the whole state for frames and "
-               "checkpoints (its mirror is whole-grid until the ranks write their own shards).", ""]
+               "that. Rank 0's traffic grows with its own halo share.", ""]
         md += _scaling_table(weak)
+    if outs:
+        md += ["", "## Output and infusion steps (frames of fields, tumour and T cells every 4 min, a checkpoint "
+               "after 8 steps, 5000 T cells infused at minute 5)", "",
+               "Rank 0's bytes of the step's exchanges and of its output writes (`frames_rank0_bytes` + "
+               "`snapshots_rank0_bytes`): at this size every array is one chunk, so rank 0 writes (and is sent) "
+               "each frame whole; the T cells' rows are one chunk too. `mirror MB`: what the mirror gathered "
+               "over the run (perf `mirror_gathered_bytes`).", "",
+               "| ranks | step | wall s | rank 0 MB (step) | rank 0 MB (output) | mirror MB |", "|---|---|---|---|---|---|"]
+        for r in outs:
+            extra = (f"{r['rank0_step_mb']:.1f} | {r['rank0_output_mb']:.1f} | {r['mirror_gathered_mb']:.1f}"
+                     if "rank0_step_mb" in r else "- | - | -")
+            md.append(f"| {r['ranks']} | {r['kind']} | {r['wall_s']:.3f} | {extra} |")
     md += ["", "## A tumour in one corner (4 ranks, process grid (2, 2, 1))", "",
            "| parallel.balance | T cells per rank | T cells max/mean | cell-phase seconds max/mean |", "|---|---|---|---|"]
     for k, v in bal.items():
@@ -307,7 +373,7 @@ def main(argv=None) -> int:
     (out_dir / f"{stem}.json").write_text(json.dumps({"date_utc": date, "git": common.git_provenance(),
                                                       "size": args.size, "minutes": args.minutes, "scaling": rows,
                                                       "weak": weak, "lod_mode": args.lod_mode, "weak_box": args.weak_box,
-                                                      "corner": bal, "crossings": cross, "projection": proj,
+                                                      "corner": bal, "outputs": outs, "crossings": cross, "projection": proj,
                                                       "designs": designs},
                                                      indent=1, default=float))
     (out_dir / f"{stem}.md").write_text(text)

@@ -113,9 +113,10 @@ class Recorder:
     def __init__(self, sim):
         self._reduce = sim.backend.kernels("reduce")
         self.columns = {"time_min": []}
-        if sim.cells is not None:
-            for name in sim.cells.columns(sim):
-                self.columns[name] = []
+        self.cell_names = tuple(sim.cells.columns(sim)) if sim.cells is not None else ()
+        for name in self.cell_names:
+            self.columns[name] = []
+        self.recorded_step = None  # the step of the last row this recorder appended
         for name, plan in sim.field_update.plans.items():
             for stat in ("mean", "min", "max"):
                 self.columns[f"{name}_{stat}_{plan.unit}"] = []
@@ -138,6 +139,7 @@ class Recorder:
         if sim.cells is not None:
             for name, value in self.cell_columns(sim).items():
                 self.columns[name].append(value)
+        self.recorded_step = int(st.step)
 
     def field_stats(self, sim, name: str) -> dict:
         """Mean, min and max of field ``name`` this step (an MPI driver's recorder combines the ranks')."""
@@ -146,6 +148,20 @@ class Recorder:
     def cell_columns(self, sim) -> dict:
         """The cell columns of this step's row."""
         return sim.cells.columns(sim)
+
+    def final(self, sim):
+        """A run's summary numbers of the current state: each field's {"unit", "mean", "min", "max"}
+        and the cell columns (None without cells), from the last timeseries row, which holds exactly
+        them (nothing changes the state after the recorder), so an MPI run's mirror need not gather
+        the state at its end; computed from the state when no row was recorded yet."""
+        if self.recorded_step != sim.state.step - 1:  # no row of the current state
+            cells = sim.cells.columns(sim) if sim.cells is not None else None
+            return sim.field_stats(), cells
+        fields = {name: {"unit": plan.unit, **{stat: self.columns[f"{name}_{stat}_{plan.unit}"][-1]
+                                                for stat in ("mean", "min", "max")}}
+                  for name, plan in sim.field_update.plans.items()}
+        cells = None if sim.cells is None else {name: self.columns[name][-1] for name in self.cell_names}
+        return fields, cells
 
 
 class Simulation:
@@ -369,16 +385,15 @@ class Simulation:
                     self.step()
                     done += 1
         self.backend.synchronize()
-        self.synchronize_state()
         interrupted = done < n_steps
-        if self._store is not None:
+        if self._store is not None:  # (an MPI run's ranks write the final checkpoint from what they hold)
             self._store["writer"].flush()
             if self._store["checkpointer"].last_step != self.state.step:
                 self._store["checkpointer"].write_now(self)
             self._store["writer"].close("interrupted" if interrupted else "complete")
         wall = time.perf_counter() - t0
-        cells = self.cells.columns(self) if self.cells is not None else None
-        return RunSummary(done * self.dt_min, done, wall, self.field_stats(), cells, interrupted)
+        fields, cells = self.recorder.final(self)
+        return RunSummary(done * self.dt_min, done, wall, fields, cells, interrupted)
 
     # -- the run store ---------------------------------------------------------------------------
     def synchronize_state(self, parts=None) -> None:

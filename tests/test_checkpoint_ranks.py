@@ -16,6 +16,7 @@ import pytest
 import zarr
 
 from gpusim.agents.tcell_store import COLUMNS, STATE_COLUMNS, TCellState
+from gpusim.backend import select_backend
 from gpusim.io import checkpoint as ckpt
 from gpusim.parallel.checkpoints import DistributedCheckpoints, follow_checkpoint
 from gpusim.parallel.decomposition import Decomposition
@@ -92,7 +93,8 @@ def test_the_ranks_write_the_one_process_checkpoint_byte_for_byte(tmp_path, shap
         mine = np.flatnonzero(holder == r)
         worker = SimpleNamespace(decomp=cd, own={n: np.ascontiguousarray(grid[f"lattice/{n}"][cd.box(r).slices])
                                                  for n in _LATTICE_DTYPES},
-                                 tcells=SimpleNamespace(**{c: v[mine] for c, v in cells.items()}))
+                                 tcells=SimpleNamespace(**{c: v[mine] for c, v in cells.items()}),
+                                 backend=select_backend("cpu"))
         frames, rows = FrameWriter(comm, fields_run, worker), SnapshotWriter(comm, worker)
         if r != 0:
             follow_checkpoint(comm, frames, rows, comm.bcast_json(None))

@@ -260,7 +260,8 @@ def test_cli_names_an_unusable_vessel_file_and_its_fix(tmp_path, capsys):
 def test_whole_grid_readers_synchronize_the_state_first(tmp_path):
     """``Simulation.synchronize_state`` (what an MPI driver's mirror hooks to gather the ranks' fields)
     is called before every whole-grid read: a field frame (``field_host``), ``field_stats``, each
-    checkpoint and the run's end; and never inside a step that reads nothing whole."""
+    checkpoint; never inside a step that reads nothing whole, nor at the run's end, whose summary
+    is the last timeseries row (the state's own statistics)."""
     cfg = small_cfg(output={"fields_every_min": 2.0, "checkpoint_every_steps": 3})
     sim = gpusim.Simulation(cfg)
     calls = []
@@ -271,9 +272,14 @@ def test_whole_grid_readers_synchronize_the_state_first(tmp_path):
     sim.field_stats()
     assert calls == [(1, ("fields",))] * 2  # only the fields are read
     calls.clear()
-    sim.run(minutes=6, out=tmp_path / "run.zarr", progress=False)
+    summary = sim.run(minutes=6, out=tmp_path / "run.zarr", progress=False)
     # (the step counter during a step is the step's index): the initial frame at attach (1); frames
-    # ending at t = 2, 4, 6 min (steps 1, 3, 5); checkpoints after 3 and 6 steps (steps 2, 5); then
-    # the run's end, its final checkpoint and the summary's field_stats (7)
-    assert [step for step, _ in calls] == [1, 1, 2, 3, 5, 5, 7, 7, 7]
+    # ending at t = 2, 4, 6 min (steps 1, 3, 5); checkpoints after 3 and 6 steps (steps 2, 5); the
+    # run's final checkpoint (7; an MPI run's ranks write theirs without a gather); and nothing for
+    # the summary, the last timeseries row
+    assert [step for step, _ in calls] == [1, 1, 2, 3, 5, 5, 7]
+    assert calls[-1][1] is None
     assert [parts for step, parts in calls if step in (2, 3)] == [None, ("fields",)]  # a checkpoint reads everything
+    assert summary.fields == sim.field_stats() and summary.fields["mg"]["unit"] == "mM"
+    calls.clear()
+    assert sim.run(minutes=0, progress=False).fields == summary.fields  # no row of its own: from the state

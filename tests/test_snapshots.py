@@ -18,6 +18,7 @@ import pytest
 import zarr
 
 from gpusim.agents.tcell_store import COLUMNS, TCellState, snapshot
+from gpusim.backend import select_backend
 from gpusim.io.layout import TCELL_COLUMNS, TRACK_COLUMNS, append_ragged, create_ragged, zstd_codec
 from gpusim.parallel.snapshots import DistributedSnapshots, SnapshotWriter, chunk_writers, follow_snapshots, uid_ranks
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from threadcomm import run_ranks  # noqa: E402
 
 MOVED = ("pos_um", "uid", "state", "lfa1", "kills")
+CPU = select_backend("cpu")  # the backend of the rows a rank's CellWorker holds
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -107,7 +109,7 @@ def test_rows_written_by_the_ranks_are_the_single_process_frames(tmp_path, size,
     holders = [rng.integers(0, size, f["uid"].shape[0]) * (rng.random(f["uid"].shape[0]) < 0.9) for f in frames]
 
     def work(comm):
-        cells = SimpleNamespace(tcells=None)
+        cells = SimpleNamespace(tcells=None, backend=CPU)
         writer = SnapshotWriter(comm, cells)
         op = DistributedSnapshots(comm, writer, SimpleNamespace(stale={"tcells": source == "ranks"}))
         for k, (f, at) in enumerate(zip(frames, holders)):
@@ -142,7 +144,8 @@ def test_rank_0_moves_its_share_not_the_whole_frame(tmp_path):
 
     def work(comm):
         mine = np.flatnonzero(at == comm.rank)
-        writer = SnapshotWriter(comm, SimpleNamespace(tcells=SimpleNamespace(**{c: cells[c][mine] for c in MOVED})))
+        writer = SnapshotWriter(comm, SimpleNamespace(tcells=SimpleNamespace(**{c: cells[c][mine] for c in MOVED}),
+                                                   backend=CPU))
         if comm.rank != 0:
             follow_snapshots(comm, writer, comm.bcast_json(None))
         else:
@@ -169,7 +172,8 @@ def test_a_write_error_on_another_rank_raises_on_rank_0_and_commits_nothing(tmp_
 
     def work(comm):
         mine = np.flatnonzero(np.arange(60) % 2 == comm.rank)
-        writer = SnapshotWriter(comm, SimpleNamespace(tcells=SimpleNamespace(**{c: cells[c][mine] for c in MOVED})))
+        writer = SnapshotWriter(comm, SimpleNamespace(tcells=SimpleNamespace(**{c: cells[c][mine] for c in MOVED}),
+                                                   backend=CPU))
         if comm.rank == 1:
             msg = comm.bcast_json(None)
             msg["path"] = str(tmp_path / "not-there.zarr")  # rank 1 cannot open the store

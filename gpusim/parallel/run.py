@@ -16,8 +16,8 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
   operands the mirror holds (an implant's source, when the active implants change); the cell step
   reads the fields over its regions straight from the ranks that hold them (``parallel.regions``);
-  the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something reads it whole: the run's
-  end (``Simulation.synchronize_state``), a bolus or a hold (pulled, changed on the mirror, sent
+  the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something reads it whole
+  (``Simulation.synchronize_state``): a bolus or a hold (pulled, changed on the mirror, sent
   back).
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
   sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
@@ -31,9 +31,10 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   faces each step, the cell step fills each rank's region from the boxes, the field step takes its
   lattice and T-cell-count operands from them, and rank 0 gets the ranks' integer partials (counts,
   plane sums) and event rows. The mirror gathers the lattice and the T cells only to read them
-  whole (the run's end; the lattice alone for a hold over the tumour). Infusions are placed by the
+  whole (the lattice alone for a hold over the tumour). Infusions are placed by the
   ranks into their boxes (``parallel.placement``); ``perf/mirror_gathered_bytes`` counts what the
-  mirror gathered.
+  mirror gathered. The run's end gathers nothing either: the final checkpoint is the ranks' and the
+  summary is the last timeseries row (``Recorder.final``), so after the run the mirror is stale.
 - The field and tumour frames are written by every rank into its own shards
   (``Simulation.frame_writer`` = :class:`~gpusim.parallel.frames.DistributedFrames`), and the T-cell
   snapshots and tracks as each rank's share of their rows (``Simulation.snapshot_writer`` =
@@ -72,7 +73,7 @@ class DistributedFields:
     every step rank 0 sends the operands (and a field only where the mirror changed it, or at the
     first step), all ranks step their parts of the stepped substrates, and nothing comes back. The
     mirror's copy of such a field is *stale* until :meth:`pull` gathers it, which the mirror's
-    ``synchronize_state`` does before a field frame, a checkpoint or the run's end reads it. Then per
+    ``synchronize_state`` does before the mirror reads it whole (a bolus, a hold). Then per
     substrate in the single-process order, a steady substrate whose solve is due (the mirror's
     ``FieldUpdate.steady_if_due`` decides) is solved by all ranks from the field they hold, which they
     keep, and holds are applied on the mirror (a held field with an active hold is pulled, clamped
@@ -388,7 +389,7 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 def _describe(comm, box) -> str:
     return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
             "fields, the lattice and the T cells and write their parts of the frames, the T-cell snapshots "
-            "and the checkpoints; rank 0 gathers them at the run's end)")
+            "and the checkpoints, the final one included; rank 0's summary is the last timeseries row)")
 
 
 def run_cli(args, cfg, comm, console, minutes: float) -> int:

@@ -89,10 +89,10 @@ class SnapshotWriter:
     checkpoint's, to fsync them)."""
 
     def __init__(self, comm, cells):
-        from .migrate import _backend
+        from ..backend import select_backend
 
         self.comm, self.cells = comm, cells
-        self.be = _backend(None)
+        self.be = cells.backend if cells is not None else select_backend("cpu")  # where the rows are
         self.traffic = Traffic()
         self.tracked = np.zeros(0, np.uint64)
         self.written = None
