@@ -596,7 +596,8 @@ def test_the_lattice_partials_of_uneven_boxes_add_up_to_the_whole_grid():
     from gpusim.agents import rules as R
     from gpusim.agents.cells import lattice_events
     from gpusim.census import lattice_counts
-    from gpusim.parallel.cells import cell_weights, plane_sites, plane_tcells
+    from gpusim.parallel.cell_op import cell_weights
+    from gpusim.parallel.cells import plane_sites, plane_tcells
     from gpusim.parallel.decomposition import Box
 
     shape = (9, 7, 5)
@@ -623,7 +624,8 @@ def test_the_lattice_partials_of_uneven_boxes_add_up_to_the_whole_grid():
 def test_a_corner_tumour_is_shared_out_by_the_cell_balance():
     """A tumour in one corner on 4 ranks (2, 2, 1): equal boxes give one rank nearly all of it; the
     cell-balanced boxes give each rank a quarter of the T cells and tumour cells, to within 15 %."""
-    from gpusim.parallel.cells import cell_weights, plane_sites, plane_tcells
+    from gpusim.parallel.cell_op import cell_weights
+    from gpusim.parallel.cells import plane_sites, plane_tcells
     from gpusim.parallel.decomposition import Box
 
     shape = (32, 32, 32)

@@ -89,8 +89,9 @@ def test_voxels_no_source_holds_keep_the_fill_value():
 
 def test_overlapping_sources_and_wrong_arrays_are_refused():
     a, b = Box((0, 0, 0), (4, 4, 4)), Box((3, 0, 0), (4, 4, 4))
-    with pytest.raises(ValueError, match="ranks 0 and 1 overlap"):
-        plan([a, b], [a, b], 0)
+    for rank in (0, 1):  # both ranks the overlap involves refuse it
+        with pytest.raises(ValueError, match="ranks 0 and 1 overlap"):
+            plan([a, b, None], [a, b, None], rank)
     with pytest.raises(ValueError, match="one source box and one region per rank"):
         _run_ranks(2, lambda c: Regions(c, [a], [a]))
     with pytest.raises(ValueError, match="not this rank's source box"):

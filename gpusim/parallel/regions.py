@@ -61,17 +61,19 @@ class Plan:
 
 
 def plan(src_boxes, dst_regions, rank: int) -> Plan:
-    """The fill plan of ``rank`` (pure: every rank computes every rank's plan the same way)."""
+    """The fill plan of ``rank`` (pure: every rank computes every rank's plan the same way). O(P) in
+    the ranks: ``rank`` checks its own source box against the others' (every overlap is refused by
+    the two ranks it involves; checking all pairs on every rank took 0.4 s a plan at 512 ranks)."""
     src = [_nonempty(b) for b in src_boxes]
     dst = [_nonempty(b) for b in dst_regions]
     if len(src) != len(dst):
         raise ValueError(f"Regions: {len(src)} source boxes but {len(dst)} regions (one of each per rank)")
-    for i, a in enumerate(src):
-        for j in range(i + 1, len(src)):
-            both = intersect(a, src[j])
-            if both is not None:
-                raise ValueError(f"Regions: the source boxes of ranks {i} and {j} overlap in {both}: "
-                                 "every voxel needs exactly one holder")
+    for j, b in enumerate(src):
+        both = intersect(src[rank], b) if j != rank else None
+        if both is not None:
+            i, j = min(rank, j), max(rank, j)
+            raise ValueError(f"Regions: the source boxes of ranks {i} and {j} overlap in {both}: "
+                             "every voxel needs exactly one holder")
     sends = {r: p for r in range(len(src)) if r != rank and (p := intersect(src[rank], dst[r])) is not None}
     recvs = {r: p for r in range(len(src)) if r != rank and (p := intersect(src[r], dst[rank])) is not None}
     return Plan(intersect(src[rank], dst[rank]), sends, recvs)

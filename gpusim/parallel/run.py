@@ -3,7 +3,7 @@ T-cell arithmetic is done box by box on N ranks, with the store, timeseries, che
 of the single-process code on rank 0.
 
 Rank 0 holds a whole-grid *mirror* Simulation whose field, cell, event and record operations are
-replaced by :class:`DistributedFields`, :class:`~gpusim.parallel.cells.DistributedCells`,
+replaced by :class:`DistributedFields`, :class:`~gpusim.parallel.cell_op.DistributedCells`,
 :class:`DistributedEvents` and :class:`DistributedRecorder`. Every step each of them broadcasts what
 it is about to do and all ranks do their part; the mirror's writer and checkpointer then run
 unchanged, handing the frames, T-cell rows and checkpoints to the ranks that hold the data. The store
@@ -56,7 +56,8 @@ from ..census import LATTICE_CODES
 from ..events import ApplyEvents
 from ..fields.steady import SteadyStateUndefined
 from ..simulation import Recorder
-from .cells import CellWorker, DistributedCells
+from .cell_op import DistributedCells
+from .cells import CellWorker
 from .fields import BoxFieldRun, unsupported
 from .frames import DistributedFrames, FrameWriter, follow_frame
 from .checkpoints import DistributedCheckpoints, follow_checkpoint
