@@ -36,6 +36,21 @@ def step_of(t_min: float, dt_min: float) -> int:
     return int(np.floor(t_min / dt_min + 1e-9))
 
 
+def sphere_in_box(center_um, radius_um, dx_um: float, offset, shape) -> np.ndarray:
+    """Bool mask over the box of ``shape`` at voxel ``offset`` of the voxels whose centre lies within
+    ``radius_um`` of ``center_um`` (z, y, x µm): the sphere rule of every event region, the same
+    arithmetic per voxel on the whole grid (``State.sphere_mask``) or an MPI rank's box."""
+    z, y, x = (((np.arange(o, o + n) + 0.5) * dx_um).reshape([-1 if a == axis else 1 for a in range(3)])
+               for axis, (o, n) in enumerate(zip(offset, shape)))
+    cz, cy, cx = (float(v) for v in center_um)
+    return (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= float(radius_um) ** 2
+
+
+def centre_voxel(center_um, dx_um: float, grid_shape) -> tuple:
+    """The voxel holding ``center_um``: an event's region when no voxel centre lies in its sphere."""
+    return tuple(min(int(float(c) // dx_um), n - 1) for c, n in zip(center_um, grid_shape))
+
+
 def concentration_per_umol(unit: str, n_voxels: int, dx_um: float) -> float:
     """Concentration (in ``unit``) that one µmol spread over ``n_voxels`` voxels adds."""
     return 1.0 / (UMOL_PER_UM3[unit] * n_voxels * dx_um**3)
@@ -129,18 +144,29 @@ class ApplyEvents:
         self._source_key = None
 
     def apply(self, sim) -> None:
-        state, sched, t = sim.state, sim.schedule, sim.state.time_min
-        for name, value in sched.serum(t).items():
+        self.set_serum(sim)
+        for ev in sim.schedule.boluses_due(sim.state.step):
+            self.dose(sim, ev)
+        self.update_sources(sim)
+
+    def set_serum(self, sim) -> None:
+        """Every substrate's serum value at the step's start (its plan's coefficients follow)."""
+        for name, value in sim.schedule.serum(sim.state.time_min).items():
             plan = sim.field_update.plans[name]
             if plan.serum != value:
                 plan.set_serum(value)
-        for ev in sched.boluses_due(state.step):
-            mask, dc = sched.bolus_increment(ev)
-            dev_mask = sim.backend.asarray(mask)
-            field = state.fields[ev.substrate]
-            field[dev_mask] += np.float32(dc)
+
+    def dose(self, sim, ev) -> None:
+        """One occurrence of bolus ``ev`` added to its field."""
+        mask, dc = sim.schedule.bolus_increment(ev)
+        field = sim.state.fields[ev.substrate]
+        field[sim.backend.asarray(mask)] += np.float32(dc)
+
+    def update_sources(self, sim) -> None:
+        """The implant source arrays, made anew when the set of active implants changes."""
+        sched, t = sim.schedule, sim.state.time_min
         key = sched.active_key(t)
         if key != self._source_key:
             self._source_key = key
             host = sched.sources(t)
-            state.sources = {name: sim.backend.asarray(arr) for name, arr in host.items()}
+            sim.state.sources = {name: sim.backend.asarray(arr) for name, arr in host.items()}

@@ -92,10 +92,9 @@ class State:
     def sphere_mask(self, center_um, radius_um) -> np.ndarray:
         """Host bool mask of voxels whose centre lies within ``radius_um`` of ``center_um`` (z, y, x);
         at least the voxel holding the centre, so a tiny sphere is never empty."""
-        z, y, x = self.voxel_centers_um()
-        cz, cy, cx = (float(v) for v in center_um)
-        mask = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= float(radius_um) ** 2
+        from .events import centre_voxel, sphere_in_box
+
+        mask = sphere_in_box(center_um, radius_um, self.dx_um, (0, 0, 0), self.shape)
         if not mask.any():
-            idx = tuple(min(int(c // self.dx_um), n - 1) for c, n in zip((cz, cy, cx), self.shape))
-            mask[idx] = True
+            mask[centre_voxel(center_um, self.dx_um, self.shape)] = True
         return mask

@@ -107,7 +107,7 @@ class DistributedCells:
 
     def apply(self, sim) -> None:
         cs, st, comm, w = self.inner, sim.state, self.comm, self.worker
-        self.fields_op.push_pending(sim)  # the fields the mirror changed (set-up, a bolus) before the rules read them
+        self.fields_op.push_pending(sim)  # the fields the mirror set up, before the rules read them
         t_start = time.perf_counter()
         due = cs.infusions_due(sim)  # placed by the ranks into their boxes (parallel.placement)
         if self.balance == "cells" and st.step % BALANCE_EVERY == 0:

@@ -33,9 +33,9 @@ Steady substrates (the multigrid method, O₂'s default): in a coordinated run (
 
 In a coordinated run the fields stay on the ranks between steps (``held``: the stepped ones, and the
 steady ones on the boxes from one solve to the next): rank 0 sends the operands it holds
-(``load``: an implant's source only when the active implants change, the lattice operands come
-from the ranks' cell boxes), a field only when its mirror changed it (``push``), and gathers one only when it reads
-it whole (``pull``); the timeseries statistics are combined over the
+(``load``: the serum values; the lattice operands come from the ranks' cell boxes, and the implant
+sources, boluses and holds are the ranks' own, ``parallel.events``), a field only when its mirror
+changed it (``push``), and gathers one only when it reads it whole (``pull``); the timeseries statistics are combined over the
 ranks (``census``).
 
 Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
@@ -52,6 +52,7 @@ import math
 import numpy as np
 
 from .decomposition import Box, Decomposition, choose_process_grid
+from .events import BoxEvents
 from .halo import Halo, gather, scatter, scatter_box
 from .partitioned import PartitionedLOD
 from .regions import Regions
@@ -142,6 +143,8 @@ class BoxFieldRun:
             #: the ranks' lattice once they hold it (a CellWorker: the lattice operands ``vessel`` and
             #: ``n_tumor`` then come from its boxes, not from rank 0's mirror)
             self.lattice = None
+            #: boluses, holds and implant sources over this rank's boxes (gpusim.parallel.events)
+            self.events = BoxEvents(cfg, self)
             return
         # the single-process set-up (initial fields, vessels), cut to the box below; ``setup``: one built already
         self.setup = setup if setup is not None else Simulation(cfg.with_overrides({"backend": "cpu"}))
@@ -201,7 +204,7 @@ class BoxFieldRun:
                 self._src_ref[name] = src
                 self._src_version[name] = self._src_version.get(name, 0) + 1
             out[name] = {"serum": fu.plans[name].serum, "flags": int(flags), "src_version": self._src_version[name]}
-        return {"op": "fields", "substrates": out}
+        return {"op": "fields", "substrates": out, "time_min": float(sim.state.time_min)}
 
     def load(self, header: dict, sim=None) -> None:
         """Every rank: this step's operands from rank 0 (``sim``, its mirror; None elsewhere), cut to the
@@ -227,8 +230,9 @@ class BoxFieldRun:
             src = dummy_f32
             if flags & L.HAS_SRC:
                 version, cut = self._src_cut.get(name, (None, None))
-                if version != h["src_version"]:  # every rank sees the same header: the scatter is collective
-                    cut = self._part(cache, "src:" + name, self._layout(name), ops[3], np.float32)
+                if version != h["src_version"]:  # the active implants changed: this rank's cut, made here
+                    box = self.layout_boxes(self._layout(name))[self.comm.rank]
+                    cut = self.events.source(name, header["time_min"], box)
                     self._src_cut[name] = (h["src_version"], cut)
                 src = cut
             self._operands[name] = (flags, *arrays, src)
@@ -257,6 +261,18 @@ class BoxFieldRun:
                                                  whole, dtype)
             self.scattered_bytes += cache[key, layout].nbytes
         return cache[key, layout]
+
+    def hold(self, msg: dict, sim=None) -> None:
+        """Every rank: the active holds ``msg["events"]`` on held field ``msg["name"]`` clamped over its
+        box (gpusim.parallel.events); a hold over the tumour reads ``n_tumor`` over the box, from the
+        ranks' lattice (or rank 0's mirror, ``sim``, before they hold it)."""
+        name = msg["name"]
+        n_tumor = None
+        if msg["tumor"]:
+            layout = "slab" if self.holder(name) is not self.decomp else "box"
+            whole = None if sim is None else sim.state.n_tumor
+            n_tumor = self._part({}, "n_tumor", layout, whole, np.uint8)
+        self.events.hold(name, msg["events"], n_tumor)
 
     def push(self, names, sim=None) -> None:
         """Every rank: the fields ``names`` from rank 0's mirror ``sim`` (None elsewhere) into the ranks'
@@ -304,7 +320,7 @@ class BoxFieldRun:
     def steady_header(self, state, fu, name: str, tol: float) -> dict:
         """Rank 0: the broadcast that starts a steady solve of ``name`` on all ranks (``solve_steady``)."""
         return {"op": "steady", "name": name, "serum": fu.plans[name].serum,
-                "flags": int(fu._operands(state, name)[0]), "tol": float(tol)}
+                "flags": int(fu._operands(state, name)[0]), "tol": float(tol), "time_min": float(state.time_min)}
 
     def solve_steady(self, header: dict, state=None, fu=None):
         """Every rank: the steady solve of ``header``'s substrate on the boxes (gpusim.parallel.steady),
@@ -336,6 +352,10 @@ class BoxFieldRun:
                 continue
             if bit == -1 and keep:
                 arrays.append(self.steady.local(self.fields[name]))  # the ranks' own copy
+                continue
+            if bit == L.HAS_SRC:  # the implants' source over this rank's box, made here
+                arrays.append(self.steady.local(self.events.source(name, header["time_min"],
+                                                                   self.decomp.box(self.comm.rank))))
                 continue
             key = {L.HAS_VESSEL: "vessel", L.HAS_TUMOR: "n_tumor", L.HAS_TCELL: "n_tcell"}.get(bit)
             if self.lattice is not None and key is not None:  # the ranks hold the lattice

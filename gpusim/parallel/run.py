@@ -14,11 +14,11 @@ Where the state lives (docs/owned_state.md is the design of the rest):
 
 - The fields live on the ranks (``BoxFieldRun.held``): the stepped substrates (explicit, LOD) in the
   layout their kernels read, the steady ones on the boxes, from the first step on. Rank 0 sends the
-  operands the mirror holds (an implant's source, when the active implants change); the cell step
+  serum values; the ranks apply boluses, holds and implant sources over their boxes
+  (``parallel.events``); the cell step
   reads the fields over its regions straight from the ranks that hold them (``parallel.regions``);
   the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something reads it whole
-  (``Simulation.synchronize_state``): a bolus or a hold (pulled, changed on the mirror, sent
-  back).
+  (``Simulation.synchronize_state``): a bolus or hold on a field rank 0 solves alone.
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
   sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
   they hold, bitwise the one-process solve, and keep the solution; the mirror's
@@ -74,11 +74,11 @@ class DistributedFields:
     every step rank 0 sends the operands (and a field only where the mirror changed it, or at the
     first step), all ranks step their parts of the stepped substrates, and nothing comes back. The
     mirror's copy of such a field is *stale* until :meth:`pull` gathers it, which the mirror's
-    ``synchronize_state`` does before the mirror reads it whole (a bolus, a hold). Then per
+    ``synchronize_state`` does before the mirror reads it whole. Then per
     substrate in the single-process order, a steady substrate whose solve is due (the mirror's
     ``FieldUpdate.steady_if_due`` decides) is solved by all ranks from the field they hold, which they
-    keep, and holds are applied on the mirror (a held field with an active hold is pulled, clamped
-    and pushed back)."""
+    keep, and the holds on a held field are clamped by the ranks over their boxes (gpusim.parallel.events;
+    those on a field rank 0 solves alone by the mirror)."""
 
     name = "fields"
 
@@ -102,10 +102,6 @@ class DistributedFields:
             self.box.comm.bcast_json({"op": "pull", "names": names})
             self.box.pull(names, sim)
             self.stale -= set(names)
-
-    def changed(self, names) -> None:
-        """The mirror changed the held fields ``names`` (pulled first): the next step sends them."""
-        self.to_push |= set(names) & set(self.box.held)
 
     def push_pending(self, sim) -> None:
         """All ranks: the held fields the mirror changed sent to the ranks now (before the cell step
@@ -145,18 +141,20 @@ class DistributedFields:
         solve = self._solve_steady if self.box.steady is not None else None  # None: one level, rank 0 alone
         for name, plan in self.plans.items():  # substrates do not couple: the single-process order per substrate
             holds = [ev for ev in sim.schedule.holds(sim.state.time_min) if ev.substrate == name]
+            held = name in self.box.held
             if self.pull_lattice is not None and (
-                    any(ev.region == "tumor" for ev in holds)  # the hold's mask is the live tumour
+                    (not held and any(ev.region == "tumor" for ev in holds))  # the mirror's mask: the live tumour
                     or (plan.method == "steady" and solve is None and self._inner.steady_is_due(sim.state.time_min,
                                                                                                 name))):
                 self.pull_lattice(sim)  # the mirror reads the lattice: a rank-0 solve's operands, a mask
             if plan.method == "steady":
                 self._inner.steady_if_due(sim.state, name, solve=solve)
-            if name in self.box.held and holds:
-                self.pull(sim, [name])
-                self._inner.apply_holds(sim, name)
-                self.changed([name])
-                self.push_pending(sim)
+            if held and holds:  # clamped by the ranks over their boxes (gpusim.parallel.events)
+                index = {id(ev): i for i, ev in enumerate(sim.schedule.events)}
+                msg = {"op": "hold", "name": name, "events": [index[id(ev)] for ev in holds],
+                       "tumor": any(ev.region == "tumor" for ev in holds)}
+                comm.bcast_json(msg)
+                self.box.hold(msg, sim)
             else:
                 self._inner.apply_holds(sim, name)
         if self.box.steady_plans:
@@ -188,8 +186,9 @@ class DistributedFields:
 
 
 class DistributedEvents:
-    """Rank 0's event operation: the mirror's ApplyEvents, with the held fields a bolus doses
-    this step pulled from the ranks first and sent back at the field step."""
+    """Rank 0's event operation: the mirror's ApplyEvents (serum values, implant sources), with the
+    boluses on the fields the ranks hold added by the ranks over their boxes
+    (gpusim.parallel.events); a bolus on a field rank 0 solves alone is the mirror's."""
 
     name = "events"
 
@@ -197,11 +196,20 @@ class DistributedEvents:
         self.inner, self.fields = inner, fields
 
     def apply(self, sim) -> None:
-        dosed = {ev.substrate for ev in sim.schedule.boluses_due(sim.state.step)}
-        if dosed:
-            self.fields.pull(sim, dosed)
-        self.inner.apply(sim)
-        self.fields.changed(dosed)
+        box = self.fields.box
+        self.inner.set_serum(sim)
+        index = {id(ev): i for i, ev in enumerate(sim.schedule.events)}
+        on_ranks = []
+        for ev in sim.schedule.boluses_due(sim.state.step):
+            if ev.substrate in box.held:
+                on_ranks.append(index[id(ev)])
+            else:
+                self.inner.dose(sim, ev)
+        if on_ranks:
+            msg = {"op": "bolus", "events": on_ranks}
+            box.comm.bcast_json(msg)
+            box.events.bolus(msg["events"])
+        self.inner.update_sources(sim)
 
 
 class DistributedRecorder(Recorder):
@@ -288,6 +296,10 @@ def _follow(comm, box: BoxFieldRun, cells) -> None:
             box.pull(msg["names"])
         elif msg["op"] == "push":
             box.push(msg["names"])
+        elif msg["op"] == "bolus":
+            box.events.bolus(msg["events"])
+        elif msg["op"] == "hold":
+            box.hold(msg)
         elif msg["op"] == "census":
             box.census(msg)
         elif msg["op"] == "steady":
