@@ -49,7 +49,8 @@ class DistributedCells:
     owners, exchanges ghosts, steps its region and keeps its box, and sends rank 0 only its
     :class:`Partials` (and event rows), from which rank 0 finishes the step (``CellStep.count``, the
     totals), the recorder its row and the balance its weights. The mirror's lattice and T cells are
-    then *stale* until :meth:`pull` gathers them (the lattice alone for a hold over the tumour or a steady solve on rank 0; frames and
+    then *stale* until :meth:`pull` gathers them (the lattice alone, for a hold over the tumour or a
+    steady solve on a field rank 0 solves alone; frames and
     snapshots are written from the ranks' copies: gpusim.parallel.frames, gpusim.parallel.snapshots).
 
     The boxes of the cell step need not be the fields' (the results do not depend on the boxes): with

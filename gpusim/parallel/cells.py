@@ -184,6 +184,7 @@ class CellWorker:
         self.store = TCellStore(self.backend, capacity=1024)  # the step's region
         self.tcells = TCellStore(self.backend, capacity=1024)  # this rank's own T cells between steps
         self.traffic = Traffic()  # what this rank sent and received in migrations and ghost exchanges
+        self.placed = []  # the last step's infusions: T cells placed on all ranks, one number each
         self.gathered_bytes = 0  # rank 0: T cells and lattice gathered into the mirror (gather_tcells, gather_lattice)
         # the arrays of the box it keeps: the lattice, and the T cells per voxel at the sort (n_tcell)
         self.owned = self.lattice_out + (("n_tcell",) if cfg.tcells is not None else ())
