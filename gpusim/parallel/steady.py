@@ -68,7 +68,7 @@ from .halo import Halo, gather
 
 __all__ = ["DistributedSteady"]
 
-_TAG_BLOCK = 700  # rank 0's coarse-correction blocks at the hand-off
+_TAG_BLOCK = 800  # own range (the frames use 700..): rank 0's coarse-correction blocks at the hand-off
 
 
 def _parents(children, nf):
