@@ -459,7 +459,7 @@ amount_umol = 1e-6
 [[events]]
 name = "pinch"
 type = "bolus"
-time_min = 6.0
+time_min = 0.0
 repeat_every_min = 10.0
 repeat_count = 2
 substrate = "chemokine"
@@ -499,7 +499,7 @@ value = 5.0
 @pytest.mark.parametrize("solver, n", [("explicit", 3), pytest.param("lod", 2, marks=_SLOW)])
 def test_a_bolus_and_holds_on_fields_the_ranks_keep_give_the_single_process_store(tmp_path, solver, n):
     """The fields live on the ranks between steps: boluses (one on a sphere holding no voxel centre:
-    its centre's voxel) dosed and holds on the tumour and on spheres clamped by the ranks over their
+    its centre's voxel, due first in the first step, before the ranks hold the field) dosed and holds on the tumour and on spheres clamped by the ranks over their
     boxes (gpusim.parallel.events; O₂'s hold also spans steady solves, which start from the ranks'
     clamped copy), with the implant's source made by each rank, leave every byte of the store as one
     process writes it, with the fields in the halo layout (explicit), on z-slabs (bitwise LOD) and on

@@ -188,7 +188,8 @@ class DistributedFields:
 class DistributedEvents:
     """Rank 0's event operation: the mirror's ApplyEvents (serum values, implant sources), with the
     boluses on the fields the ranks hold added by the ranks over their boxes
-    (gpusim.parallel.events); a bolus on a field rank 0 solves alone is the mirror's."""
+    (gpusim.parallel.events); a bolus on a field rank 0 solves alone, or due before the ranks hold
+    the field (a run's first step), is the mirror's."""
 
     name = "events"
 
@@ -201,7 +202,9 @@ class DistributedEvents:
         index = {id(ev): i for i, ev in enumerate(sim.schedule.events)}
         on_ranks = []
         for ev in sim.schedule.boluses_due(sim.state.step):
-            if ev.substrate in box.held:
+            # the ranks' copy once they hold the newest one (not before the first push: a run's or a
+            # resume's first step doses the mirror's copy, which the push then hands out)
+            if ev.substrate in box.held and ev.substrate not in self.fields.to_push:
                 on_ranks.append(index[id(ev)])
             else:
                 self.inner.dose(sim, ev)
