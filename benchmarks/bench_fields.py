@@ -176,6 +176,48 @@ def bench_lod(prob: Problem, repeat: int, reaction: bool) -> common.Row:
     )
 
 
+def bench_lod_partitioned(prob: Problem, repeat: int, reaction: bool) -> common.Row:
+    """The LOD field step through the partitioned sweeps of an MPI rank (gpusim.parallel.partitioned, on
+    this backend's kernels: numba or kernels/partitioned.cu), every line one segment of a cut line and
+    the reduced systems solved on the host as on a rank with neighbours, but no messages: the cost of the
+    partitioned arithmetic and, on a GPU, of the host staging, against the single-process row above."""
+    from gpusim.parallel.comm import SerialComm
+    from gpusim.parallel.decomposition import Decomposition
+    from gpusim.parallel.partitioned import PartitionedLOD
+
+    be = prob.backend
+    plan = prob.plan("mg")
+    c = prob.field(plan.serum)
+    ops = prob.operands(reaction)
+    lod = PartitionedLOD(SerialComm(), Decomposition(prob.shape, ranks_zyx=(1, 1, 1)), be)
+
+    def call():
+        lod.sweep(c, 2, plan.coef, plan.bc_type, plan.bc_value, ops)
+        lod.sweep(c, 1, plan.coef, plan.bc_type, plan.bc_value)
+        lod.sweep(c, 0, plan.coef, plan.bc_type, plan.bc_value)
+
+    call()
+    r = common.best_time(call, be, repeat)
+    n_vox = c.size
+    what = "vessel supply + tumour MM uptake" if reaction else "pure diffusion"
+    return common.Row(
+        operation=f"LOD field step as partitioned sweeps (one rank's kernels, no messages), {what}",
+        size=_size(prob.n),
+        n_items=n_vox,
+        s_per_call=r["s_per_call"],
+        items_per_s=n_vox / r["s_per_call"],
+        floor_B_per_item=LOD_REACTION_FLOOR_B if reaction else LOD_FLOOR_B,
+        notes=("floor: the single-process step's; "
+               + ("kernels/partitioned.cu keeps a float64 scratch (8 B/voxel, 24 B on the reaction sweep): "
+                  "~40 B/voxel a sweep by design" if be.is_gpu else
+                  "numba: blocks of lines in thread-local scratch, the elimination run again to substitute")
+               + common.load_note(r["other_load_cores"])),
+        extra={"calls_per_sample": r["calls_per_sample"], "samples_s_per_call": r["samples_s_per_call"],
+               "other_load_cores": r["other_load_cores"], "flags": ops[4], "kind": "lod_partitioned",
+               "reaction": reaction},
+    )
+
+
 def bench_explicit(prob: Problem, repeat: int, reaction: bool) -> common.Row | str:
     be = prob.backend
     fk = be.kernels("fields")
@@ -454,6 +496,8 @@ def main(argv=None) -> int:
     ap.add_argument("--step-sizes", type=int, nargs="*", default=[64, 128])
     ap.add_argument("--sim-steps", type=int, default=DEFAULT_SIM_STEPS,
                     help="timed steps (rounded up to a multiple of the O2 refresh interval)")
+    ap.add_argument("--no-partitioned", dest="partitioned", action="store_false",
+                    help="skip the partitioned-sweep rows (an MPI rank's LOD kernels)")
     ap.add_argument("--big-repeat", type=int, default=3,
                     help="samples for kernels on grids of 256³ and more (each call is long already)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -521,6 +565,11 @@ def main(argv=None) -> int:
         for reaction in (False, True):
             common.log(f"LOD {n}^3 reaction={reaction} ...")
             r = attempt("LOD field step", lambda: quietly(lambda: bench_lod(prob, rep, reaction)))
+            if r is not None:
+                rows.append(r)
+        for reaction in (False, True) if args.partitioned else ():
+            common.log(f"partitioned LOD {n}^3 reaction={reaction} ...")
+            r = attempt("partitioned LOD", lambda: quietly(lambda: bench_lod_partitioned(prob, rep, reaction)))
             if r is not None:
                 rows.append(r)
         for reaction in (False, True):

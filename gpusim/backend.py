@@ -37,7 +37,7 @@ class Backend:
         return self.name == "cuda"
 
     def kernels(self, family: str):
-        """The kernel module of ``family`` ("fields", "mg", "reduce", "agents") for this device.
+        """The kernel module of ``family`` ("fields", "mg", "reduce", "agents", "partitioned") for this device.
 
         CPU: ``gpusim.fields.cpu_kernels`` etc. (numba); CUDA: the CuPy twins with the same signatures.
         """
@@ -73,6 +73,7 @@ _KERNEL_MODULES = {
     "mg": {"cpu": "gpusim.fields.mg_cpu", "cuda": "gpusim.fields.mg_cuda"},
     "reduce": {"cpu": "gpusim.reduce", "cuda": "gpusim.reduce_cuda"},
     "agents": {"cpu": "gpusim.agents.cpu_loops", "cuda": "gpusim.agents.cuda_loops"},
+    "partitioned": {"cpu": "gpusim.parallel.partitioned_cpu", "cuda": "gpusim.parallel.partitioned_cuda"},
 }
 
 
@@ -117,9 +118,11 @@ def cuda_status() -> tuple[bool, str]:
     return True, f"{n} CUDA device(s) visible"
 
 
-def _cuda_backend(reason: str) -> Backend:
+def _cuda_backend(reason: str, device: int | None = None) -> Backend:
     import cupy
 
+    if device is not None:
+        cupy.cuda.Device(int(device)).use()
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
     free, total = dev.mem_info
@@ -128,18 +131,19 @@ def _cuda_backend(reason: str) -> Backend:
     return Backend("cuda", cupy, f"{name} ({cc})", int(total), int(free), reason)
 
 
-def select_backend(requested: str = "auto") -> Backend:
+def select_backend(requested: str = "auto", device: int | None = None) -> Backend:
     """Return the backend for ``requested`` ("auto", "cpu" or "cuda"), logging the choice once.
 
     ``auto`` takes the GPU when CuPy imports and a device is usable, else the CPU; ``cuda`` without a
-    usable GPU is a :class:`BackendError`.
+    usable GPU is a :class:`BackendError`. ``device``: the CUDA device to use (an MPI rank's, from its
+    node-local rank; made current), else CuPy's current one.
     """
     if requested == "cpu":
         backend = _cpu_backend("requested")
     elif requested in ("cuda", "auto"):
         ok, why = cuda_status()
         if ok:
-            backend = _cuda_backend("requested" if requested == "cuda" else f"auto: {why}")
+            backend = _cuda_backend("requested" if requested == "cuda" else f"auto: {why}", device)
         elif requested == "cuda":
             raise BackendError(
                 f"backend 'cuda' was requested but {why}. Run on the CPU with `--backend cpu` "

@@ -69,7 +69,9 @@ class Config(Section):
 
     seed: StrictInt = Field(0, ge=0, lt=2**64, description="integer; Philox key of the run (0 <= seed < 2^64)")
     backend: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto': the GPU if one is usable, else the CPU (with a log line saying why)"
+        "auto", description=("'auto': the GPU if one is usable, else the CPU (with a log line saying why); "
+                             "under mpiexec 'auto' runs CPU ranks and 'cuda' each rank's partitioned LOD sweeps on "
+                             "its node's GPU")
     )
     solver: Literal["lod", "explicit"] = Field(
         "lod", description="time-stepped field solver: 'lod' (implicit LOD, default) or 'explicit' (reference)"

@@ -45,21 +45,24 @@ def source(name: str) -> str:
 _LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 
 
-def expand_includes(text: str, folder: Path, _seen: frozenset = frozenset()) -> str:
+def expand_includes(text: str, folder: Path, _seen: set | None = None) -> str:
     """``text`` with each ``#include "x.cuh"`` found in ``folder`` replaced by that file, recursively.
 
     CuPy's compile cache is keyed by the source text and options, not by the headers it includes, so
-    a changed header would otherwise leave a stale cached binary in use. Each header is inlined once.
+    a changed header would otherwise leave a stale cached binary in use. Each header is inlined once
+    in the whole expansion (a header two others include, like ``#pragma once``, which a single text
+    cannot use).
     """
+    seen = set() if _seen is None else _seen
 
     def inline(match: re.Match) -> str:
         path = Path(folder) / match.group(1)
         if not path.is_file():
             return match.group(0)  # a system or CCCL header: left to the compiler's -I path
         key = str(path.resolve())
-        if key in _seen:
+        if key in seen:
             return f"// {match.group(0).strip()}: already inlined"
-        seen = _seen | {key}
+        seen.add(key)
         body = expand_includes(path.read_text(), path.parent, seen)
         return f"// begin {match.group(1)}\n{body}\n// end {match.group(1)}"
 

@@ -1,5 +1,5 @@
-// Host builds of the GPU field code, for the CPU test suite (tests/test_cuda_sources.py loads this as a
-// shared library through ctypes). Built with g++ -O2 -ffp-contract=off -fno-fast-math, so every double
+// Host builds of the GPU field code, for the CPU test suite (tests/host_cuda.py builds this as a shared
+// library and loads it through ctypes). Built with g++ -O2 -ffp-contract=off -fno-fast-math, so every double
 // operation is one IEEE operation, as on the GPU with --fmad=false.
 //
 // 1. host_lod_step / host_explicit_step: whole-array steps written with kernels/field_math.cuh's
@@ -13,6 +13,9 @@
 //    deterministically: some thread then reads shared memory another has not yet written, or already
 //    overwrote. Equal to the reference => the kernels' indexing, tiling, prefetching and barriers are
 //    right, with the launch shapes gpusim.fields.cuda_kernels uses.
+// 3. emu_part_*: kernels/partitioned.cu (a GPU rank's partitioned LOD sweeps) under the same model, with
+//    the launch shapes of gpusim.parallel.partitioned_cuda (tests/test_partitioned_cuda.py: equal to the
+//    CPU rank's numba kernels bitwise).
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
@@ -285,4 +288,39 @@ extern "C" int emu_explicit(const unsigned int* grid, const unsigned int* block,
     return launch(grid, block, 0, [&] {
         explicit_step(c_in, c_out, vessel, n_tumor, n_tcell, src, par, nz, ny, nx, flags, dirichlet_mask);
     });
+}
+
+// ---- 3. kernels/partitioned.cu (a GPU rank's partitioned LOD sweeps) under the same execution model --------
+
+#include "partitioned.cu"
+
+extern "C" int emu_part_fixed_eliminate(const unsigned int* grid, const unsigned int* block, const float* c,
+                                        const double* rows, double* D, double* ends, int nz, int ny, int nx, int axis,
+                                        double r0, double rhs0, int lo, double dlo, int hi, double dhi) {
+    return launch(grid, block, 0, [&] {
+        part_fixed_eliminate(c, rows, D, ends, nz, ny, nx, axis, r0, rhs0, lo, dlo, hi, dhi);
+    });
+}
+
+extern "C" int emu_part_fixed_substitute(const unsigned int* grid, const unsigned int* block, float* c,
+                                         const double* rows, const double* D, const double* x_first,
+                                         const double* x_last, int nz, int ny, int nx, int axis) {
+    return launch(grid, block, 0, [&] { part_fixed_substitute(c, rows, D, x_first, x_last, nz, ny, nx, axis); });
+}
+
+extern "C" int emu_part_reaction_eliminate(const unsigned int* grid, const unsigned int* block, const float* c,
+                                           const uint8_t* vessel, const uint8_t* n_tumor, const uint8_t* n_tcell,
+                                           const float* src, const double* par, const double* rows, double* A,
+                                           double* C, double* D, double* ends, int nz, int ny, int nx, int flags,
+                                           int lo, double dlo, int hi, double dhi) {
+    return launch(grid, block, 0, [&] {
+        part_reaction_eliminate(c, vessel, n_tumor, n_tcell, src, par, rows, A, C, D, ends, nz, ny, nx, flags, lo,
+                                dlo, hi, dhi);
+    });
+}
+
+extern "C" int emu_part_reaction_substitute(const unsigned int* grid, const unsigned int* block, float* c,
+                                            const double* A, const double* C, const double* D, const double* x_first,
+                                            const double* x_last, int nz, int ny, int nx) {
+    return launch(grid, block, 0, [&] { part_reaction_substitute(c, A, C, D, x_first, x_last, nz, ny, nx); });
 }

@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +25,13 @@ from gpusim.fields import cuda_kernels as ck
 from gpusim.fields import layout as L
 from gpusim.fields import reference as ref
 from field_cases import random_coef
+import host_cuda
+from host_cuda import emu_sweep, u32x3
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_FILES = sorted(p.name for p in (REPO / "kernels").glob("*.cu"))
 ARCHS = ("sm_80", "sm_90")
 ALL_FLAGS = list(range(16))
-VP, I, LL = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
 
 
 # ---- compilation ---------------------------------------------------------------------------------------
@@ -52,8 +51,9 @@ def test_kernel_source_compiles_with_nvrtc(name, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_field_kernels_compile_without_warnings(arch):
-    ok, log = compiled("fields.cu", arch)
+@pytest.mark.parametrize("name", KERNEL_FILES)
+def test_kernels_compile_without_warnings(name, arch):
+    ok, log = compiled(name, arch)
     assert ok and log == "", log
 
 
@@ -87,34 +87,25 @@ def test_kernel_dir_holds_the_field_kernels_and_their_header():
     assert "GPUSIM_HD Rates voxel_rates" in text
 
 
+def test_a_header_two_headers_include_is_inlined_once(tmp_path):
+    """partitioned.cu includes tdma.cuh and field_math.cuh, and tdma.cuh includes field_math.cuh: the
+    expanded text (one string, where #pragma once cannot act) must hold each header once."""
+    (tmp_path / "base.cuh").write_text("struct Base {};\n")
+    (tmp_path / "a.cuh").write_text('#include "base.cuh"\nstruct A {};\n')
+    (tmp_path / "b.cuh").write_text('#include "base.cuh"\nstruct B {};\n')
+    text = kernelsrc.expand_includes('#include "a.cuh"\n#include "b.cuh"\n#include "base.cuh"\n', tmp_path)
+    assert text.count("struct Base {};") == 1 and "struct A {};" in text and "struct B {};" in text
+    full = kernelsrc.expanded_source("partitioned.cu")
+    assert full.count("struct FieldCoef {") == 1 and full.count("GPUSIM_HD double tdma_pivot(") == 1
+
+
 # ---- host builds ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """tests/host_field_math.cpp as a shared library (g++ -O2 -ffp-contract=off -fno-fast-math)."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.fail("g++ is needed to build the host twin of kernels/field_math.cuh (apt-get install g++)")
-    out = tmp_path_factory.mktemp("hostlib") / "host_field_math.so"
-    cmd = [gxx, "-O2", "-std=c++20", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas",
-           "-shared", "-fPIC", "-pthread", f"-I{REPO / 'kernels'}", str(REPO / "tests" / "host_field_math.cpp"),
-           "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    so = ctypes.CDLL(str(out))
-    so.host_lod_step.argtypes = [VP, I, I, I, VP, I, VP, VP, VP, VP, I]
-    so.host_explicit_step.argtypes = [VP, VP, I, I, I, VP, I, VP, VP, VP, VP, I]
-    so.host_constants.argtypes = [VP]
-    so.host_voxel_rates.argtypes = [VP, LL, VP, VP, VP, VP, VP, I, VP, VP]
-    so.host_lod_reaction_terms.argtypes = [VP, LL, VP, VP, VP, VP, VP, I, VP, VP]
-    so.emu_sweep_x.argtypes = [VP, VP, LL, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I, I]
-    so.emu_sweep_x.restype = I
-    so.emu_sweep_diffusion.argtypes = [I, VP, VP, LL, VP, VP, VP, I, I, I, I, I]
-    so.emu_sweep_diffusion.restype = I
-    so.emu_explicit.argtypes = [VP, VP, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I]
-    so.emu_explicit.restype = I
-    return so
+    return host_cuda.build(tmp_path_factory.mktemp("hostlib"))
 
 
 def test_cuh_index_constants_equal_layout(lib):
@@ -258,20 +249,6 @@ def assert_guards_intact(buf):
     assert np.isnan(buf[:GUARD]).all() and np.isnan(buf[-GUARD:]).all(), "a kernel wrote outside its array"
 
 
-def u32x3(t):
-    return np.array(t, np.uint32)
-
-
-def emu_sweep(lib, axis, grid, block, shared, args):
-    """Run the sweep kernel along ``axis`` under the host emulation with ``args`` as
-    ``cuda_kernels.sweep_args`` builds them (arrays as NumPy arrays or None)."""
-    g, b = u32x3(grid), u32x3(block)
-    a = [x.ctypes.data if isinstance(x, np.ndarray) else None if x is None else int(x) for x in args]
-    if axis == 2:
-        return lib.emu_sweep_x(g.ctypes.data, b.ctypes.data, shared, *a)
-    return lib.emu_sweep_diffusion(axis, g.ctypes.data, b.ctypes.data, shared, *a)
-
-
 def emu_lod_step(lib, c, coef, bc_type, bc_value, ins, flags, g_global):
     """One LOD step as cuda_kernels.lod_step launches it, with fields.cu run by the host emulation."""
     cbuf, cv = guarded(c)
@@ -338,63 +315,10 @@ def test_launcher_keeps_g_on_chip_at_256_and_spills_to_global_for_long_lines():
 # ---- the CuPy launchers, end to end, with a stand-in for CuPy whose kernels are the emulated ones ------
 
 
-class _HostArray(np.ndarray):
-    """A NumPy array that passes for a CuPy one (``.data.ptr``, ``.get()``)."""
-
-    @property
-    def data(self):
-        return type("Ptr", (), {"ptr": self.ctypes.data})()
-
-    def get(self):
-        return np.array(self)
-
-
-def _fake_cupy(lib, launches):
-    import types
-
-    def arr(x, dtype=None):
-        return np.array(x, dtype=dtype).view(_HostArray)
-
-    class Device:
-        def __init__(self, dev=0):
-            self.id = 0
-            self.attributes = {"MaxSharedMemoryPerBlockOptin": 227 * 1024,
-                               "MaxSharedMemoryPerMultiprocessor": 228 * 1024}
-
-    class Kernel:
-        def __init__(self, name):
-            self.name = name
-            self.shared_size_bytes = ck.X_STATIC_SHARED_BYTES if name == "lod_sweep_x" else 0
-            self.max_dynamic_shared_size_bytes = 48 * 1024
-
-        def __call__(self, grid, block, args, shared_mem=0):
-            assert shared_mem <= self.max_dynamic_shared_size_bytes  # the launcher raised the limit
-            launches.append((self.name, shared_mem, len(args)))
-            if self.name == "explicit_step":
-                g, b = u32x3(grid), u32x3(block)
-                a = [x.ctypes.data if isinstance(x, np.ndarray) else int(x) for x in args]
-                assert lib.emu_explicit(g.ctypes.data, b.ctypes.data, *a) == 0
-            else:
-                axis = {v: k for k, v in ck.SWEEP_KERNEL.items()}[self.name]
-                assert emu_sweep(lib, axis, grid, block, shared_mem, args) == 0
-
-    cp = types.ModuleType("cupy")
-    cp.ndarray, cp.asarray, cp.float64 = _HostArray, arr, np.float64
-    cp.zeros = lambda shape, dtype=float: np.zeros(shape, dtype).view(_HostArray)
-    cp.empty = lambda shape, dtype=float: np.full(shape, np.nan, dtype).view(_HostArray)
-    cp.concatenate = lambda xs: np.concatenate(xs).view(_HostArray)
-    cp.cuda = types.SimpleNamespace(Device=Device)
-    return cp, types.SimpleNamespace(get_function=Kernel)
-
-
 @pytest.mark.parametrize("force_global", [False, True], ids=["g_shared", "g_global"])
 def test_cupy_launchers_run_the_kernels_to_the_reference_result(lib, monkeypatch, force_global):
     launches = []
-    cp, module = _fake_cupy(lib, launches)
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    monkeypatch.setattr(kernelsrc, "raw_module", lambda name: module)
-    for cache in ("_kernels", "_limits", "_par_cache", "_dummies", "_scratch"):
-        monkeypatch.setattr(ck, cache, {})
+    cp = host_cuda.install_fake_cupy(monkeypatch, lib, launches)
     monkeypatch.setattr(ck, "FORCE_GLOBAL_G", force_global)
     rng = np.random.default_rng(11)
     for flags, bname in ((15, "mixed_a"), (L.HAS_TUMOR, "mixed_b"), (0, "dirichlet")):

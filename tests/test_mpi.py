@@ -259,11 +259,20 @@ def test_init_steady_on_ranks_keeps_a_substrate_without_steady_state_as_one_proc
 
 @needs_mpi[0]
 @needs_mpi[1]
-def test_mpiexec_refuses_gpu_ranks_and_writes_nothing(tmp_path):
+def test_mpiexec_with_backend_cuda_on_ranks_without_a_gpu_says_so_and_writes_nothing(tmp_path):
+    """GPU ranks (the partitioned LOD sweeps on each rank's GPU) need a GPU on every rank: here none has
+    one, and every rank stops with the reason before anything is written; the bitwise LOD with GPU
+    ranks is refused with what to set."""
     out = tmp_path / "run.zarr"
     p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), "--set", "backend=cuda", n=2)
+    assert p.returncode == 2, p.stdout + p.stderr[-2000:]
+    assert "backend 'cuda' was requested but" in p.stderr and "--backend cpu" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not out.exists()
+    p = _gpusim("run", "--scenario", "baseline", "--minutes", "1", "--out", str(out), "--set", "backend=cuda",
+                "--set", "parallel.lod_mode=bitwise", n=2)
     assert p.returncode == 2
-    assert "cannot run on 2 MPI ranks yet" in p.stdout and "GPU ranks" in p.stdout and "Traceback" not in p.stderr
+    assert "cannot run on 2 MPI ranks yet" in p.stdout and 'parallel.lod_mode = "partitioned"' in p.stdout
     assert not out.exists()
 
 

@@ -1,6 +1,6 @@
 """In-process MPI ranks for tests: one thread per rank and a mailbox standing in for MPI, with the
 calls of gpusim's communicator that the code under test makes (``exchange``, ``send``, ``recv``,
-``alltoall``, ``bcast_json``, ``allreduce_sum``, ``allreduce_max``). The real transport is tested under
+``sendrecv``, ``alltoall``, ``bcast_json``, ``allreduce_sum``, ``allreduce_max``). The real transport is tested under
 ``mpiexec`` (marker ``mpi``); these run the same code on every rank inside the default suite."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class ThreadComm:
 
     def __init__(self, shared, rank, size):
         self._s, self.rank, self.size = shared, rank, size
+        self.local_rank = rank  # one node
 
     def exchange(self, sends, recvs, tag):
         s = self._s
@@ -44,6 +45,10 @@ class ThreadComm:
 
     def send(self, buf, dest, tag):
         self.exchange({dest: buf}, {}, tag)
+
+    def sendrecv(self, send, dest, recv, source, tag):
+        """MPI's Sendrecv; None for no partner (PROC_NULL)."""
+        self.exchange({} if dest is None else {dest: send}, {} if source is None else {source: recv}, tag)
 
     def recv(self, buf, source, tag):
         self.exchange({}, {source: buf}, tag)

@@ -1,11 +1,12 @@
 """CuPy launchers of ``kernels/fields.cu``: the GPU twins of ``fields.cpu_kernels``, with the same signatures.
 
-``lod_step`` and ``explicit_step`` take CuPy arrays for the fields and per-voxel inputs (``(z, y, x)``,
-C-contiguous: float32 fields and ``src``, uint8 ``vessel``/``n_tumor``/``n_tcell``); ``coef`` (float64
-``[NCOEF]``), ``bc_type`` (int32 ``[6]``) and ``bc_value`` (float64 ``[6]``) are best passed as NumPy
-arrays: they are packed and uploaded once per distinct value and the device copy is reused. Kernels run
-on the current CuPy stream; nothing synchronises. Results equal the CPU twin bitwise (same float64
-operations in the same order, ``kernels/field_math.cuh``, compiled without FMA contraction).
+``lod_step`` (and its parts ``lod_xy_pass``, ``lod_z_pass``) and ``explicit_step`` take CuPy arrays for
+the fields and per-voxel inputs (``(z, y, x)``, C-contiguous: float32 fields and ``src``, uint8
+``vessel``/``n_tumor``/``n_tcell``); ``coef`` (float64 ``[NCOEF]``), ``bc_type`` (int32 ``[6]``) and
+``bc_value`` (float64 ``[6]``) are best passed as NumPy arrays: they are packed and uploaded once per
+distinct value and the device copy is reused. Kernels run on the current CuPy stream; nothing
+synchronises. Results equal the CPU twin bitwise (same float64 operations in the same order,
+``kernels/field_math.cuh``, compiled without FMA contraction).
 
 The launch shapes live here, as plain functions without CuPy, so the CPU test suite can run the kernels'
 source under a host emulation (tests/host_field_math.cpp) with exactly these shapes.
@@ -210,6 +211,23 @@ def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
     Implicit sweeps along x (with the reaction and the sources of the step's input values, the full
     dt_f), then y and z (pure diffusion: those kernels take no per-voxel inputs).
     """
+    _sweeps(c, coef, bc_type, bc_value, (vessel, n_tumor, n_tcell, src), flags, (2, 1, 0))
+
+
+def lod_xy_pass(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
+    """The x sweep (with the reaction and sources) and the y sweep of one LOD step, in place on ``c``
+    (the CPU twin's signature: a distributed run calls it on boxes of whole z-planes, gpusim.parallel)."""
+    _sweeps(c, coef, bc_type, bc_value, (vessel, n_tumor, n_tcell, src), flags, (2, 1))
+
+
+def lod_z_pass(c, coef, bc_type, bc_value):
+    """The z sweep of one LOD step, in place on ``c`` (boxes of whole z lines, gpusim.parallel)."""
+    _sweeps(c, coef, bc_type, bc_value, None, 0, (0,))
+
+
+def _sweeps(c, coef, bc_type, bc_value, inputs, flags, axes):
+    """The sweeps ``axes`` of one LOD step in place on ``c``; ``inputs`` (vessel, n_tumor, n_tcell, src)
+    are read by the x sweep (axis 2) only."""
     import cupy
 
     if not isinstance(c, cupy.ndarray) or c.ndim != 3:
@@ -218,11 +236,11 @@ def lod_step(c, coef, bc_type, bc_value, vessel, n_tumor, n_tcell, src, flags):
     if c.size == 0:
         return
     flags = int(flags)
-    ins = _inputs(c.shape, vessel, n_tumor, n_tcell, src, flags)
+    ins = _inputs(c.shape, *inputs, flags) if 2 in axes else None
     par = _par_on_device(coef, bc_value)
     mask = dirichlet_mask(bc_type.get() if isinstance(bc_type, cupy.ndarray) else bc_type)
     optin, per_sm = _device_limits()
-    for axis in (2, 1, 0):
+    for axis in axes:
         g_global = use_global_g(axis, c.shape, optin, per_sm)
         grid, block, shared = sweep_launch(axis, c.shape, g_global)
         gscr = _g_scratch(c.size) if g_global else _dummy(np.float64)

@@ -26,6 +26,7 @@ class SerialComm:
 
     rank = 0
     size = 1
+    local_rank = 0  # this rank's number among the ranks on its node (the GPU it takes)
     is_mpi = False
 
     def barrier(self) -> None:
@@ -76,6 +77,16 @@ class MPIComm:
         self._comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        self._local_rank = None
+
+    @property
+    def local_rank(self) -> int:
+        """This rank's number among the ranks on its node (MPI's shared-memory split; the GPU it takes)."""
+        if self._local_rank is None:
+            node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+            self._local_rank = node.Get_rank()
+            node.Free()
+        return self._local_rank
 
     def barrier(self) -> None:
         self._comm.Barrier()

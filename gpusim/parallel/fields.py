@@ -25,7 +25,11 @@ LOD (``parallel.lod_mode = "partitioned"``): the field and its operands stay on 
 (no ghosts) and a line that crosses ranks is solved where it lies (``partitioned.PartitionedLOD``:
 each rank eliminates its segment, the ranks on the line exchange and solve a reduced system of two
 unknowns per rank, a few float64 per line, then back-substitute). Not bitwise: within ~1e-7 of the
-single-process run per step (tests/test_mpi.py states the tolerances).
+single-process run per step (tests/test_mpi.py states the tolerances). With ``backend = "cuda"`` these
+sweeps run on each rank's GPU (``rank_device``: the device of the rank's node-local number): the box and
+its operands are copied up once per step, the ``n_sub`` LOD steps run there (kernels/partitioned.cu on
+the cut axes, fields.cu on the others, bit for bit the CPU rank's), and the box comes back; the rest of
+the rank (explicit and steady substrates, the lattice, the T cells) runs on its CPU.
 
 Steady substrates (the multigrid method, O₂'s default): in a coordinated run (gpusim.parallel.run)
 ``solve_steady`` sends each rank its box of the field and operands, the ranks solve on the boxes with
@@ -35,8 +39,8 @@ In a coordinated run the fields stay on the ranks between steps (``held``: the s
 steady ones on the boxes from one solve to the next): rank 0 sends the operands it holds
 (``load``: the serum values; the lattice operands come from the ranks' cell boxes, and the implant
 sources, boluses and holds are the ranks' own, ``parallel.events``), a field only when its mirror
-changed it (``push``), and gathers one only when it reads it whole (``pull``); the timeseries statistics are combined over the
-ranks (``census``).
+changed it (``push``), and gathers one only when it reads it whole (``pull``); the timeseries
+statistics are combined over the ranks (``census``).
 
 Scope of a run stepped here alone (``advance``; each refused with a clear message on more than one
 rank): ``explicit`` and ``lod`` (either mode) substrates; not the ``steady`` method, the tumour, T
@@ -58,9 +62,7 @@ from .partitioned import PartitionedLOD
 from .regions import Regions
 from .steady import DistributedSteady
 
-__all__ = ["BoxFieldRun", "unsupported"]
-
-
+__all__ = ["BoxFieldRun", "rank_device", "unsupported"]
 
 
 def make_plans(cfg) -> dict:
@@ -80,9 +82,10 @@ def unsupported(cfg, coordinated: bool = True) -> list:
         if method not in allowed:
             out.append(f"substrates.{name}: method {method!r} (only 'explicit' and 'lod' step on their own across "
                        "ranks; set method = \"lod\" or run on one rank)")
-    if coordinated and cfg.backend == "cuda":
-        out.append("backend = 'cuda': GPU ranks are not written yet; MPI runs use CPU ranks (set backend = "
-                   "\"cpu\" or \"auto\", or run on one process for the GPU)")
+    if cfg.backend == "cuda" and cfg.parallel.lod_mode == "bitwise" and "lod" in methods.values():
+        out.append("backend = 'cuda' with parallel.lod_mode = 'bitwise': the bitwise LOD's transposes run on CPU "
+                   "ranks only; set parallel.lod_mode = \"partitioned\" (its sweeps run on each rank's GPU) or "
+                   "backend = \"cpu\"")
     if not coordinated:
         if cfg.tumor is not None:
             out.append("[tumor]: the lattice runs across ranks only in a coordinated run (gpusim run)")
@@ -93,10 +96,31 @@ def unsupported(cfg, coordinated: bool = True) -> list:
     return out
 
 
+def rank_device(cfg, comm):
+    """The GPU backend of this rank's partitioned LOD sweeps: with ``backend = "cuda"`` on several ranks,
+    the device of the rank's node-local number (modulo the devices the node shows); None (CPU ranks)
+    otherwise. The other parts of a rank run on its CPU. Collective: when a rank has no usable GPU,
+    every rank raises a BackendError (none is left waiting for the others)."""
+    if cfg.backend != "cuda" or comm.size == 1:
+        return None
+    from ..backend import BackendError, cuda_status, select_backend
+
+    ok, _ = cuda_status()
+    missing = int(comm.allreduce_sum(np.int64(0 if ok else 1)))
+    if not ok:
+        select_backend("cuda")  # raises, saying why and what to do
+    if missing:
+        raise BackendError(f"backend 'cuda': {missing} of the {comm.size} MPI ranks have no usable CUDA device; "
+                           "give every rank a GPU, or run with backend = \"cpu\"")
+    import cupy
+
+    return select_backend("cuda", device=comm.local_rank % cupy.cuda.runtime.getDeviceCount())
+
+
 class BoxFieldRun:
     """The fields of ``cfg`` on rank ``comm.rank`` of ``comm.size`` (see the module docstring)."""
 
-    def __init__(self, cfg, comm, ranks_zyx=None, setup=None, coordinated=False):
+    def __init__(self, cfg, comm, ranks_zyx=None, setup=None, coordinated=False, device=None):
         from ..fields.solver import FieldUpdate
         from ..backend import select_backend
         from ..simulation import Simulation
@@ -116,7 +140,10 @@ class BoxFieldRun:
         self.scattered_bytes = 0
         self.gathered_bytes = 0  # rank 0: fields gathered into the mirror (pull)
         self.lod_mode = cfg.parallel.lod_mode
-        self.partitioned = PartitionedLOD(comm, self.decomp)
+        #: the GPU this rank's partitioned LOD sweeps run on (``rank_device``; a test hands one in), or None
+        self.device = device if device is not None else rank_device(cfg, comm)
+        self.device_bytes = 0  # copied between this rank's host and its GPU (fields and operands)
+        self.partitioned = PartitionedLOD(comm, self.decomp, self.device)
         if self.lod_mode == "bitwise" and any(p.method == "lod" for p in make_plans(cfg).values()):
             # (z-slabs need nz >= ranks: bitwise LOD only)
             self.slabs = Decomposition(shape, ranks_zyx=(comm.size, 1, 1))
@@ -387,10 +414,15 @@ class BoxFieldRun:
         steps (through the slab and pencil layouts, or partitioned on the boxes)."""
         for name, plan in self.plans.items():
             if plan.method == "lod" and self.lod_mode == "partitioned":
-                flags, vessel, nt, nc, src = self._operands[name]
+                flags, *ops = self._operands[name]
+                c = self.fields[name]
+                if self.device is not None:  # a GPU rank: the box and its operands up once, n_sub steps there
+                    c, ops = self.device.asarray(c), [self.device.asarray(a) for a in ops]
+                    self.device_bytes += 2 * c.nbytes + sum(a.nbytes for a in ops)
                 for _ in range(plan.n_sub):
-                    self.partitioned.step(self.fields[name], plan.coef, plan.bc_type, plan.bc_value, vessel, nt, nc,
-                                          src, flags)
+                    self.partitioned.step(c, plan.coef, plan.bc_type, plan.bc_value, *ops, flags)
+                if self.device is not None:
+                    self.fields[name][...] = self.device.to_host(c)
                 continue
             if plan.method == "lod":
                 self._lod(name, plan)

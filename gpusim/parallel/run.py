@@ -17,8 +17,9 @@ Where the state lives (docs/owned_state.md is the design of the rest):
   serum values; the ranks apply boluses, holds and implant sources over their boxes
   (``parallel.events``); the cell step
   reads the fields over its regions straight from the ranks that hold them (``parallel.regions``);
-  the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is gathered only when something reads it whole
-  (``Simulation.synchronize_state``): a bolus or hold on a field rank 0 solves alone.
+  the timeseries statistics are combined over the ranks (``gpusim.census``). The mirror's copy is
+  gathered only when something reads it whole (``Simulation.synchronize_state``): a bolus or hold on a
+  field rank 0 solves alone.
 - Steady substrates (O₂'s multigrid solve) are re-solved by all ranks when due (``"steady"``: rank 0
   sends each rank its box of the operands, the ranks run :mod:`gpusim.parallel.steady` from the field
   they hold, bitwise the one-process solve, and keep the solution; the mirror's
@@ -403,7 +404,8 @@ def _drive(cfg, comm, console, make_mirror, body) -> int:
 
 
 def _describe(comm, box) -> str:
-    return (f"parallel: {comm.size} MPI ranks (CPU), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
+    where = "CPU" if box.device is None else f"CPU; LOD sweeps on each rank's GPU, rank 0's {box.device.device_name}"
+    return (f"parallel: {comm.size} MPI ranks ({where}), process grid {list(box.decomp.ranks_zyx)} (the ranks keep the "
             "fields, the lattice and the T cells and write their parts of the frames, the T-cell snapshots "
             "and the checkpoints, the final one included; rank 0's summary is the last timeseries row)")
 
