@@ -8,10 +8,12 @@ CUDA's execution model (tests/host_cuda.py) and CuPy is a stand-in whose arrays 
   each per-voxel term.
 - ``PartitionedLOD`` with a CUDA backend on thread ranks (the uncut axes through fields.cu's sweeps,
   the cut ones through partitioned.cu, the reduced rows staged through the host) steps every process
-  grid's boxes to the CPU ranks' bits.
+  grid's boxes to the CPU ranks' bits, and so does ``BoxFieldRun`` with a GPU per rank (the box and
+  its operands copied up and back once per step).
+- Each rank takes the GPU of its node-local rank number; a rank without one stops every rank.
 
-What remains for a GPU (``pytest -m gpu``, tests/test_partitioned_cuda.py::test_on_the_gpu...): the
-device's own IEEE arithmetic and the real CuPy.
+What remains for a GPU (``pytest -m gpu``: the two ``test_on_the_gpu_*`` below): the device's own IEEE
+arithmetic and the real CuPy.
 """
 
 from __future__ import annotations
@@ -205,11 +207,10 @@ def test_on_the_gpu_partitioned_lod_steps_the_boxes_to_the_cpu_ranks_bits():
             assert_bits(g, w)
 
 
-@pytest.mark.parametrize("ranks_zyx", [(2, 1, 1), (1, 2, 2)], ids=lambda r: "x".join(map(str, r)))
-def test_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits(gpu, ranks_zyx):
-    """BoxFieldRun on thread ranks with a GPU per rank (stand-in CuPy): partitioned_driver's fields (a
-    vessel-fed Mg block and the chemokine, Dirichlet faces) after a minute (Mg's 25 LOD steps), the same
-    bits as on CPU ranks; the boxes went up and came back once per step and substrate."""
+def _box_field_runs(backend, ranks_zyx, shape=(8, 9, 10)):
+    """partitioned_driver's fields (a vessel-fed Mg block and the chemokine, Dirichlet faces) after one
+    minute (Mg's 25 LOD steps) on thread ranks, with no device and with ``backend`` as every rank's GPU:
+    asserts the same bits, a changed field and the box copies."""
     import sys
     from pathlib import Path
 
@@ -218,8 +219,7 @@ def test_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits(gpu, 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "mpi"))
     from partitioned_driver import config
 
-    cp, backend, launches = gpu
-    cfg = config("partitioned", (8, 9, 10))
+    cfg = config("partitioned", shape)
     n = int(np.prod(ranks_zyx))
 
     def work(comm, device):
@@ -235,11 +235,26 @@ def test_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits(gpu, 
         for name in w:
             assert_bits(g[name], w[name])
             assert not np.array_equal(w[name], start[name])
-        assert wb == 0 and gb >= 2 * 4 * sum(a.size for a in w.values())
+        assert wb == 0 and gb >= 2 * 4 * sum(a.size for a in w.values())  # each box up and back
+
+
+@pytest.mark.parametrize("ranks_zyx", [(2, 1, 1), (1, 2, 2)], ids=lambda r: "x".join(map(str, r)))
+def test_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits(gpu, ranks_zyx):
+    """BoxFieldRun on thread ranks with a GPU per rank (stand-in CuPy, emulated kernels)."""
+    cp, backend, launches = gpu
+    _box_field_runs(backend, ranks_zyx)
     names = {name for name, _, _ in launches}
     # the cut z lines through partitioned.cu; the x sweep (Mg's reaction) through it where x or y is cut
     assert "part_fixed_eliminate" in names
     assert ("part_reaction_eliminate" in names) == (ranks_zyx[1:] != (1, 1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_status()[0], reason="no usable CUDA device")
+def test_on_the_gpu_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits():
+    backend = select_backend("cuda")
+    for ranks_zyx in ((2, 1, 1), (1, 2, 2), (2, 2, 2)):
+        _box_field_runs(backend, ranks_zyx, shape=(24, 20, 28))
 
 
 class _Devices:
