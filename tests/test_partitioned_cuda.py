@@ -158,33 +158,37 @@ def _steps(comm, decomp, backend, cp, start, coef, bc_type, bc_value, ops, flags
     return np.asarray(c.get() if cp is not None else c), lod.bytes_sent
 
 
+def _lod_runs(backend, cp, shape, ranks_zyx, n_steps, seed):
+    """PartitionedLOD on thread ranks, CPU and ``backend``, ``n_steps`` with every per-voxel term and
+    Dirichlet ends on some cut lines: asserts the same bits and bytes sent, and changed boxes."""
+    rng = np.random.default_rng(seed)
+    flags = L.HAS_VESSEL | L.HAS_TUMOR | L.HAS_TCELL | L.HAS_SRC
+    start, coef, _, bc_value, ops = case(rng, shape, flags)
+    bc_type = np.array([1, 0, 0, 1, 1, 0], np.int32)
+    decomp = Decomposition(shape, ranks_zyx=ranks_zyx)
+    args = (coef, bc_type, bc_value, ops, flags, n_steps)
+    want = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, None, None, start, *args))
+    got = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, backend, cp, start, *args))
+    for r, ((w, wb), (g, gb)) in enumerate(zip(want, got)):
+        assert_bits(g, w)
+        assert gb == wb
+        assert not np.array_equal(g, start[decomp.box(r).slices])  # the comparison has content
+    assert sum(b for _, b in got) > 0
+
+
 @pytest.mark.parametrize("ranks_zyx", [(2, 1, 1), (1, 2, 2), (2, 2, 1), (1, 1, 3), (2, 1, 2)],
                          ids=lambda r: "x".join(map(str, r)))
 def test_partitioned_lod_on_gpu_ranks_steps_the_boxes_to_the_cpu_ranks_bits(gpu, ranks_zyx):
     """Thread ranks: PartitionedLOD with the CUDA backend (stand-in CuPy, emulated kernels) against the
-    CPU backend, 3 steps with every per-voxel term; the messages are the same bytes."""
+    CPU backend, 3 steps; the messages are the same bytes."""
     cp, backend, launches = gpu
-    rng = np.random.default_rng(sum(ranks_zyx))
-    shape = (6, 7, 9)
-    flags = L.HAS_VESSEL | L.HAS_TUMOR | L.HAS_TCELL | L.HAS_SRC
-    start, coef, bc_type, bc_value, ops = case(rng, shape, flags)
-    bc_type = np.array([1, 0, 0, 1, 1, 0], np.int32)  # Dirichlet ends on some cut lines, not on others
-    decomp = Decomposition(shape, ranks_zyx=ranks_zyx)
-    args = (coef, bc_type, bc_value, ops, flags, 3)
-    want = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, None, None, start, *args))
-    got = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, backend, cp, start, *args))
-    for (w, wb), (g, gb) in zip(want, got):
-        assert_bits(g, w)
-        assert gb == wb
-    assert sum(b for _, b in got) > 0
+    _lod_runs(backend, cp, (6, 7, 9), ranks_zyx, 3, sum(ranks_zyx))
     names = {n for n, _, _ in launches}
     assert {"part_fixed_eliminate", "part_fixed_substitute"} <= names  # a cut axis went through partitioned.cu
     if ranks_zyx[1] == ranks_zyx[2] == 1:
         assert "lod_sweep_x" in names and "part_reaction_eliminate" not in names  # z-slabs: fields.cu's x, y
     else:
         assert "part_reaction_eliminate" in names
-    # the steps changed every box: the comparison has content
-    assert all(not np.array_equal(g, start[decomp.box(r).slices]) for r, (g, _) in enumerate(got))
 
 
 @pytest.mark.gpu
@@ -194,17 +198,8 @@ def test_on_the_gpu_partitioned_lod_steps_the_boxes_to_the_cpu_ranks_bits():
     import cupy as cp
 
     backend = select_backend("cuda")
-    rng = np.random.default_rng(5)
-    shape = (32, 40, 48)
-    flags = L.HAS_VESSEL | L.HAS_TUMOR | L.HAS_TCELL | L.HAS_SRC
-    start, coef, bc_type, bc_value, ops = case(rng, shape, flags)
     for ranks_zyx in ((2, 1, 1), (2, 2, 2), (1, 3, 2)):
-        decomp = Decomposition(shape, ranks_zyx=ranks_zyx)
-        args = (coef, bc_type, bc_value, ops, flags, 5)
-        want = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, None, None, start, *args))
-        got = run_ranks(decomp.n_ranks, lambda comm: _steps(comm, decomp, backend, cp, start, *args))
-        for (w, _), (g, _) in zip(want, got):
-            assert_bits(g, w)
+        _lod_runs(backend, cp, (32, 40, 48), ranks_zyx, 5, 5)
 
 
 def _box_field_runs(backend, ranks_zyx, shape=(8, 9, 10)):
