@@ -277,7 +277,7 @@ def test_each_rank_takes_the_gpu_of_its_node_local_number(monkeypatch):
 
     from gpusim.backend import BackendError
     from gpusim.config import Config
-    from gpusim.parallel.fields import rank_device
+    from gpusim.parallel.ranks import rank_device
 
     fake = _Devices(2)
     monkeypatch.setitem(sys.modules, "cupy", fake)
@@ -302,7 +302,7 @@ def test_each_rank_takes_the_gpu_of_its_node_local_number(monkeypatch):
 
 def test_gpu_ranks_refuse_the_bitwise_lod_with_what_to_set():
     from gpusim.config import Config
-    from gpusim.parallel.fields import unsupported
+    from gpusim.parallel.ranks import unsupported
 
     cfg = Config.model_validate({"grid": {"shape": [8, 8, 8]}, "substrates": [{"name": "mg"}], "backend": "cuda",
                                  "parallel": {"lod_mode": "bitwise"}})

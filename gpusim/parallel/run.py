@@ -59,7 +59,8 @@ from ..fields.steady import SteadyStateUndefined
 from ..simulation import Recorder
 from .cell_op import DistributedCells
 from .cells import CellWorker
-from .fields import BoxFieldRun, unsupported
+from .fields import BoxFieldRun
+from .ranks import unsupported
 from .frames import DistributedFrames, FrameWriter, follow_frame
 from .checkpoints import DistributedCheckpoints, follow_checkpoint
 from .snapshots import DistributedSnapshots, SnapshotWriter, follow_snapshots
