@@ -176,11 +176,13 @@ def bench_lod(prob: Problem, repeat: int, reaction: bool) -> common.Row:
     )
 
 
-def bench_lod_partitioned(prob: Problem, repeat: int, reaction: bool) -> common.Row:
+def bench_lod_partitioned(prob: Problem, repeat: int, reaction: bool, d_global: bool = False) -> common.Row:
     """The LOD field step through the partitioned sweeps of an MPI rank (gpusim.parallel.partitioned, on
     this backend's kernels: numba or kernels/partitioned.cu), every line one segment of a cut line and
     the reduced systems solved on the host as on a rank with neighbours, but no messages: the cost of the
-    partitioned arithmetic and, on a GPU, of the host staging, against the single-process row above."""
+    partitioned arithmetic and, on a GPU, of the host staging, against the single-process row above.
+    ``d_global`` (GPU): the fixed sweeps through their global-scratch variant, as lines too long for
+    shared memory run."""
     from gpusim.parallel.comm import SerialComm
     from gpusim.parallel.decomposition import Decomposition
     from gpusim.parallel.partitioned import PartitionedLOD
@@ -196,25 +198,34 @@ def bench_lod_partitioned(prob: Problem, repeat: int, reaction: bool) -> common.
         lod.sweep(c, 1, plan.coef, plan.bc_type, plan.bc_value)
         lod.sweep(c, 0, plan.coef, plan.bc_type, plan.bc_value)
 
-    call()
-    r = common.best_time(call, be, repeat)
+    if be.is_gpu:
+        from gpusim.parallel import partitioned_cuda
+
+        partitioned_cuda.FORCE_GLOBAL_D = d_global
+    try:
+        call()
+        r = common.best_time(call, be, repeat)
+    finally:
+        if be.is_gpu:
+            partitioned_cuda.FORCE_GLOBAL_D = False
     n_vox = c.size
     what = "vessel supply + tumour MM uptake" if reaction else "pure diffusion"
     return common.Row(
-        operation=f"LOD field step as partitioned sweeps (one rank's kernels, no messages), {what}",
+        operation=(f"LOD field step as partitioned sweeps (one rank's kernels, no messages), {what}"
+                   + (", D in a global scratch" if d_global else "")),
         size=_size(prob.n),
         n_items=n_vox,
         s_per_call=r["s_per_call"],
         items_per_s=n_vox / r["s_per_call"],
         floor_B_per_item=LOD_REACTION_FLOOR_B if reaction else LOD_FLOOR_B,
         notes=("floor: the single-process step's; "
-               + ("kernels/partitioned.cu keeps a float64 scratch (8 B/voxel, 24 B on the reaction sweep): "
-                  "~40 B/voxel a sweep by design" if be.is_gpu else
+               + ("kernels/partitioned.cu by design: y, z 12 B/voxel (D on chip; 40 with it in a global "
+                  "scratch), x ~110 B/voxel with the reaction (its A, C, D in a global scratch)" if be.is_gpu else
                   "numba: blocks of lines in thread-local scratch, the elimination run again to substitute")
                + common.load_note(r["other_load_cores"])),
         extra={"calls_per_sample": r["calls_per_sample"], "samples_s_per_call": r["samples_s_per_call"],
                "other_load_cores": r["other_load_cores"], "flags": ops[4], "kind": "lod_partitioned",
-               "reaction": reaction},
+               "reaction": reaction, "d_global": d_global},
     )
 
 
@@ -568,10 +579,12 @@ def main(argv=None) -> int:
             if r is not None:
                 rows.append(r)
         for reaction in (False, True) if args.partitioned else ():
-            common.log(f"partitioned LOD {n}^3 reaction={reaction} ...")
-            r = attempt("partitioned LOD", lambda: quietly(lambda: bench_lod_partitioned(prob, rep, reaction)))
-            if r is not None:
-                rows.append(r)
+            for d_global in (False, True) if backend.is_gpu else (False,):
+                common.log(f"partitioned LOD {n}^3 reaction={reaction} d_global={d_global} ...")
+                r = attempt("partitioned LOD",
+                            lambda: quietly(lambda: bench_lod_partitioned(prob, rep, reaction, d_global)))
+                if r is not None:
+                    rows.append(r)
         for reaction in (False, True):
             common.log(f"explicit {n}^3 reaction={reaction} ...")
             r = attempt("explicit sub-step", lambda: quietly(lambda: bench_explicit(prob, rep, reaction)))

@@ -44,11 +44,13 @@ def build(folder: Path):
     # kernels/partitioned.cu: (grid, block, then the kernel's own arguments)
     so.emu_part_fixed_eliminate.argtypes = [VP, VP, VP, VP, VP, VP, I, I, I, I, D, D, I, D, I, D]
     so.emu_part_fixed_substitute.argtypes = [VP, VP, VP, VP, VP, VP, VP, I, I, I, I]
+    so.emu_part_fixed_onchip.argtypes = [VP, VP, LL, VP, VP, VP, VP, VP, I, I, I, I, D, D, I, D, I, D, I]
     so.emu_part_reaction_eliminate.argtypes = [VP, VP, VP, VP, VP, VP, VP, VP, VP, VP, VP, VP, VP, I, I, I, I, I, D, I,
                                                D]
     so.emu_part_reaction_substitute.argtypes = [VP, VP, VP, VP, VP, VP, VP, VP, I, I, I]
     for name in ("emu_sweep_x", "emu_sweep_diffusion", "emu_explicit", "emu_part_fixed_eliminate",
-                 "emu_part_fixed_substitute", "emu_part_reaction_eliminate", "emu_part_reaction_substitute"):
+                 "emu_part_fixed_substitute", "emu_part_fixed_onchip", "emu_part_reaction_eliminate",
+                 "emu_part_reaction_substitute"):
         getattr(so, name).restype = I
     return so
 
@@ -74,10 +76,12 @@ def emu_sweep(lib, axis, grid, block, shared, args):
     return lib.emu_sweep_diffusion(axis, g.ctypes.data, b.ctypes.data, shared, *a)
 
 
-def emu_kernel(lib, name, grid, block, args):
-    """Run one kernel of kernels/partitioned.cu (``name``) under the host emulation."""
+def emu_kernel(lib, name, grid, block, args, shared=0):
+    """Run one kernel of kernels/partitioned.cu (``name``) under the host emulation (``shared``: the
+    dynamic shared bytes of the kernel that takes them)."""
     g, b = u32x3(grid), u32x3(block)
-    return getattr(lib, "emu_" + name)(g.ctypes.data, b.ctypes.data, *[_arg(x) for x in args])
+    extra = (shared,) if name == "part_fixed_onchip" else ()
+    return getattr(lib, "emu_" + name)(g.ctypes.data, b.ctypes.data, *extra, *[_arg(x) for x in args])
 
 
 class HostArray(np.ndarray):
@@ -124,7 +128,7 @@ def fake_cupy(lib, launches):
                     g, b = u32x3(grid), u32x3(block)
                     assert lib.emu_explicit(g.ctypes.data, b.ctypes.data, *[_arg(x) for x in args]) == 0
                 elif self.name.startswith("part_"):
-                    assert emu_kernel(lib, self.name, grid, block, args) == 0
+                    assert emu_kernel(lib, self.name, grid, block, args, shared_mem) == 0
                 else:
                     axis = {v: k for k, v in ck.SWEEP_KERNEL.items()}[self.name]
                     assert emu_sweep(lib, axis, grid, block, shared_mem, args) == 0
@@ -152,4 +156,5 @@ def install_fake_cupy(monkeypatch, lib, launches):
     for cache in ("_kernels", "_limits", "_par_cache", "_dummies", "_scratch"):
         monkeypatch.setattr(ck, cache, {})
     monkeypatch.setattr(pc, "_kernels", {})
+    monkeypatch.setattr(pc, "FORCE_GLOBAL_D", False)
     return cp

@@ -292,6 +292,9 @@ extern "C" int emu_explicit(const unsigned int* grid, const unsigned int* block,
 
 // ---- 3. kernels/partitioned.cu (a GPU rank's partitioned LOD sweeps) under the same execution model --------
 
+// partitioned.cu's kernels have no barrier: the threads of a block hand over the turn after every row
+// instead, so that a shared-memory column two threads used would show
+#define GPUSIM_EMU_YIELD() __syncthreads()
 #include "partitioned.cu"
 
 extern "C" int emu_part_fixed_eliminate(const unsigned int* grid, const unsigned int* block, const float* c,
@@ -323,4 +326,13 @@ extern "C" int emu_part_reaction_substitute(const unsigned int* grid, const unsi
                                             const double* A, const double* C, const double* D, const double* x_first,
                                             const double* x_last, int nz, int ny, int nx) {
     return launch(grid, block, 0, [&] { part_reaction_substitute(c, A, C, D, x_first, x_last, nz, ny, nx); });
+}
+
+extern "C" int emu_part_fixed_onchip(const unsigned int* grid, const unsigned int* block, long long dyn_bytes, float* c,
+                                     const double* rows, double* ends, const double* x_first, const double* x_last,
+                                     int nz, int ny, int nx, int axis, double r0, double rhs0, int lo, double dlo,
+                                     int hi, double dhi, int phase) {
+    return launch(grid, block, (size_t)dyn_bytes, [&] {
+        part_fixed_onchip(c, rows, ends, x_first, x_last, nz, ny, nx, axis, r0, rhs0, lo, dlo, hi, dhi, phase);
+    });
 }

@@ -84,15 +84,23 @@ SEGMENTS = ((9, (3, 1, 1), 0), (9, (3, 1, 1), 1), (9, (3, 1, 1), 2), (5, (5, 1, 
             (13, (2, 1, 1), 0), (6, (3, 1, 1), 1))
 
 
+FIXED_KERNELS = {False: {"part_fixed_onchip"}, True: {"part_fixed_eliminate", "part_fixed_substitute"}}
+
+
+@pytest.mark.parametrize("d_global", [False, True], ids=["d_onchip", "d_global"])
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_emulated_fixed_sweep_kernels_equal_the_cpu_rank_bitwise(gpu, axis):
+def test_emulated_fixed_sweep_kernels_equal_the_cpu_rank_bitwise(gpu, monkeypatch, axis, d_global):
     """The sweeps without per-voxel terms (y, z, and x without operands): reduced rows D_0, D_{n-1} and
-    the substituted values."""
+    the substituted values, with D in shared memory (the elimination run twice) or in a global scratch
+    (the lines too long for shared memory)."""
+    from gpusim.parallel import partitioned_cuda
+
     cp, backend, launches = gpu
+    monkeypatch.setattr(partitioned_cuda, "FORCE_GLOBAL_D", d_global)
     rng = np.random.default_rng(10 + axis)
     dev = backend.kernels("partitioned").Sweeps()
     for n_line, ranks, k in SEGMENTS:
-        shape = [5, 4, 3]
+        shape = [5, 9, 7]  # 35 to 63 lines: full warps and a partial one
         shape[axis] = n_line
         ranks_zyx = [1, 1, 1]
         ranks_zyx[axis] = ranks[0]
@@ -113,7 +121,7 @@ def test_emulated_fixed_sweep_kernels_equal_the_cpu_rank_bitwise(gpu, axis):
         dev.substitute_fixed(got_c, axis, rows, x_first, x_last)
         assert_bits(got_c.get(), want_c)
         assert not np.array_equal(want_c, c)  # the substitution wrote the box
-    assert {name for name, _, _ in launches} == {"part_fixed_eliminate", "part_fixed_substitute"}
+    assert {name for name, _, _ in launches} == FIXED_KERNELS[d_global]
 
 
 @pytest.mark.parametrize("flags", [L.HAS_VESSEL, L.HAS_TUMOR | L.HAS_SRC, L.HAS_TCELL, 15])
@@ -176,15 +184,19 @@ def _lod_runs(backend, cp, shape, ranks_zyx, n_steps, seed):
     assert sum(b for _, b in got) > 0
 
 
+@pytest.mark.parametrize("d_global", [False, True], ids=["d_onchip", "d_global"])
 @pytest.mark.parametrize("ranks_zyx", [(2, 1, 1), (1, 2, 2), (2, 2, 1), (1, 1, 3), (2, 1, 2)],
                          ids=lambda r: "x".join(map(str, r)))
-def test_partitioned_lod_on_gpu_ranks_steps_the_boxes_to_the_cpu_ranks_bits(gpu, ranks_zyx):
+def test_partitioned_lod_on_gpu_ranks_steps_the_boxes_to_the_cpu_ranks_bits(gpu, monkeypatch, ranks_zyx, d_global):
     """Thread ranks: PartitionedLOD with the CUDA backend (stand-in CuPy, emulated kernels) against the
     CPU backend, 3 steps; the messages are the same bytes."""
+    from gpusim.parallel import partitioned_cuda
+
     cp, backend, launches = gpu
+    monkeypatch.setattr(partitioned_cuda, "FORCE_GLOBAL_D", d_global)
     _lod_runs(backend, cp, (6, 7, 9), ranks_zyx, 3, sum(ranks_zyx))
     names = {n for n, _, _ in launches}
-    assert {"part_fixed_eliminate", "part_fixed_substitute"} <= names  # a cut axis went through partitioned.cu
+    assert FIXED_KERNELS[d_global] <= names  # a cut axis went through partitioned.cu
     if ranks_zyx[1] == ranks_zyx[2] == 1:
         assert "lod_sweep_x" in names and "part_reaction_eliminate" not in names  # z-slabs: fields.cu's x, y
     else:
@@ -240,7 +252,7 @@ def test_a_gpu_rank_steps_its_partitioned_lod_fields_to_the_cpu_ranks_bits(gpu, 
     _box_field_runs(backend, ranks_zyx)
     names = {name for name, _, _ in launches}
     # the cut z lines through partitioned.cu; the x sweep (Mg's reaction) through it where x or y is cut
-    assert "part_fixed_eliminate" in names
+    assert "part_fixed_onchip" in names
     assert ("part_reaction_eliminate" in names) == (ranks_zyx[1:] != (1, 1))
 
 

@@ -1,13 +1,15 @@
 """CuPy launchers of ``kernels/partitioned.cu``: a GPU rank's partitioned LOD sweeps, the twins of the
-numba kernels of :mod:`gpusim.parallel.partitioned` (:class:`Sweeps` has the interface of the CPU
+numba kernels of :mod:`gpusim.parallel.partitioned_cpu` (:class:`Sweeps` has the interface of the CPU
 ``Sweeps`` that ``PartitionedLOD`` drives), equal to them bit for bit.
 
-A sweep of the box is two kernels: ``*_eliminate`` (every line's segment elimination into a float64
-scratch kept on the device, and the reduced rows) and ``*_substitute`` (the values from the solved
-ends). In between, the reduced rows (16 or 48 B a line) are copied to the host, exchanged and solved
-there (``parallel.tdma``, as on a CPU rank), and the solved ends (16 B a line) copied back: host
-staging, ~2 MB per sweep at 256² lines, against the scratch's 8 or 24 B per voxel that never leaves the
-device. The axes a box holds whole use the single-process kernels (``fields.cuda_kernels``'s
+A sweep of the box is two launches: the elimination (every line's segment reduced, and its reduced
+rows) and the substitution (the values from the solved ends). A fixed sweep runs ``part_fixed_onchip``
+twice (its ``D`` in shared memory, eliminated again in the substitution) while a block of lines fits on
+an SM (``onchip``), else ``part_fixed_eliminate`` and ``part_fixed_substitute`` with ``D`` in a global
+scratch kept between them; the reaction sweep keeps its per-line A, C, D in that scratch. In between,
+the reduced rows (16 or 48 B a line) are copied to the host, exchanged and solved there
+(``parallel.tdma``, as on a CPU rank), and the solved ends (16 B a line) copied back: host staging,
+~2 MB per sweep at 256² lines; the scratch never leaves the device. The axes a box holds whole use the single-process kernels (``fields.cuda_kernels``'s
 ``lod_step``, ``lod_xy_pass``, ``lod_z_pass``).
 
 The launch shapes and argument tuples are plain functions without CuPy, so the CPU test suite runs the
@@ -20,16 +22,38 @@ import numpy as np
 
 from ..fields import cuda_kernels as ck
 
-__all__ = ["KERNEL_NAMES", "PLINES", "Sweeps", "fixed_rows", "launch", "reaction_rows"]
+__all__ = ["KERNEL_NAMES", "PLINES", "PLINES_ONCHIP", "Sweeps", "fixed_rows", "launch", "launch_onchip", "onchip",
+           "reaction_rows"]
 
 PLINES = 128  # threads per block, one line each (kernels/partitioned.cu's PLINES)
-KERNEL_NAMES = ("part_fixed_eliminate", "part_fixed_substitute", "part_reaction_eliminate",
+PLINES_ONCHIP = 32  # part_fixed_onchip: one warp per block, its D in shared memory (PLINES_ONCHIP)
+KERNEL_NAMES = ("part_fixed_eliminate", "part_fixed_substitute", "part_fixed_onchip", "part_reaction_eliminate",
                 "part_reaction_substitute")
+
+# Tests set this to run the fixed sweeps through the global scratch that lines too long for shared
+# memory use.
+FORCE_GLOBAL_D = False
 
 
 def launch(n_lines: int):
     """``(grid, block)`` of every partitioned kernel on a box with ``n_lines`` lines along the sweep."""
     return ((int(n_lines) + PLINES - 1) // PLINES, 1, 1), (PLINES, 1, 1)
+
+
+def onchip(n: int, optin_per_block: int, per_sm: int) -> bool:
+    """Whether a fixed sweep of ``n``-voxel segments keeps ``D`` in shared memory (``part_fixed_onchip``:
+    12 B a voxel, the elimination run twice) rather than a global scratch (~40 B a voxel): while two
+    blocks of PLINES_ONCHIP lines fit on an SM, as fields.cu's sweeps decide for their g."""
+    if FORCE_GLOBAL_D:
+        return False
+    need = PLINES_ONCHIP * int(n) * 8
+    return need <= optin_per_block and 2 * (need + ck.SHARED_RESERVED_PER_BLOCK) <= per_sm
+
+
+def launch_onchip(n_lines: int, n: int):
+    """``(grid, block, dynamic shared bytes)`` of ``part_fixed_onchip``."""
+    grid = ((int(n_lines) + PLINES_ONCHIP - 1) // PLINES_ONCHIP, 1, 1)
+    return grid, (PLINES_ONCHIP, 1, 1), PLINES_ONCHIP * int(n) * 8
 
 
 def fixed_rows(rows) -> np.ndarray:
@@ -49,6 +73,14 @@ def fixed_eliminate_args(c, rows_dev, D, ends, axis, rows) -> tuple:
     _, _, _, _, r0 = rows["factors"]
     return (c, rows_dev, D, ends, nz, ny, nx, np.int32(axis), np.float64(r0), np.float64(rows["rhs0"]),
             np.int32(rows["lo"]), np.float64(rows["dlo"]), np.int32(rows["hi"]), np.float64(rows["dhi"]))
+
+
+def fixed_onchip_args(c, rows_dev, ends, x_first, x_last, axis, rows, phase) -> tuple:
+    nz, ny, nx = (np.int32(n) for n in c.shape)
+    _, _, _, _, r0 = rows["factors"]
+    return (c, rows_dev, ends, x_first, x_last, nz, ny, nx, np.int32(axis), np.float64(r0), np.float64(rows["rhs0"]),
+            np.int32(rows["lo"]), np.float64(rows["dlo"]), np.int32(rows["hi"]), np.float64(rows["dhi"]),
+            np.int32(phase))
 
 
 def fixed_substitute_args(c, rows_dev, D, x_first, x_last, axis) -> tuple:
@@ -78,8 +110,12 @@ def _kernel(name: str):
         from .. import kernelsrc
 
         module = kernelsrc.raw_module("partitioned.cu")
+        optin, _ = ck._device_limits()
         for kname in KERNEL_NAMES:
-            _kernels[(dev, kname)] = module.get_function(kname)
+            k = module.get_function(kname)
+            if kname == "part_fixed_onchip":  # D above the default 48 KiB, up to what the device offers
+                k.max_dynamic_shared_size_bytes = optin - k.shared_size_bytes
+            _kernels[(dev, kname)] = k
     return _kernels[(dev, name)]
 
 
@@ -102,19 +138,32 @@ class Sweeps:
 
     def eliminate_fixed(self, c, axis, rows, n_lines):
         n = c.shape[axis]
-        D = self._buffer(n * n_lines)
         ends = self._ends_buffer(2 * n_lines)
-        _kernel("part_fixed_eliminate")(*launch(n_lines),
-                                        fixed_eliminate_args(c, self._rows(rows, "fixed"), D, ends, axis, rows))
+        if onchip(n, *ck._device_limits()):
+            grid, block, shared = launch_onchip(n_lines, n)
+            none = ck._dummy(np.float64)
+            _kernel("part_fixed_onchip")(grid, block, fixed_onchip_args(c, self._rows(rows, "fixed"), ends, none, none,
+                                                                        axis, rows, 0), shared_mem=shared)
+        else:
+            D = self._buffer(n * n_lines)
+            _kernel("part_fixed_eliminate")(*launch(n_lines),
+                                            fixed_eliminate_args(c, self._rows(rows, "fixed"), D, ends, axis, rows))
         return ends.get().reshape(2, n_lines)
 
     def substitute_fixed(self, c, axis, rows, x_first, x_last) -> None:
         import cupy
 
-        n_lines = c.size // c.shape[axis]
-        D = self._buffer(c.shape[axis] * n_lines)
-        _kernel("part_fixed_substitute")(*launch(n_lines), fixed_substitute_args(
-            c, self._rows(rows, "fixed"), D, cupy.asarray(x_first), cupy.asarray(x_last), axis))
+        n, n_lines = c.shape[axis], c.size // c.shape[axis]
+        x_first, x_last = cupy.asarray(x_first), cupy.asarray(x_last)
+        if onchip(n, *ck._device_limits()):
+            grid, block, shared = launch_onchip(n_lines, n)
+            _kernel("part_fixed_onchip")(grid, block, fixed_onchip_args(c, self._rows(rows, "fixed"),
+                                                                        ck._dummy(np.float64), x_first, x_last, axis,
+                                                                        rows, 1), shared_mem=shared)
+        else:
+            D = self._buffer(n * n_lines)
+            _kernel("part_fixed_substitute")(*launch(n_lines), fixed_substitute_args(
+                c, self._rows(rows, "fixed"), D, x_first, x_last, axis))
 
     def eliminate_reaction(self, c, rows, coef, reaction, n_lines):
         vessel, n_tumor, n_tcell, src, flags = reaction
