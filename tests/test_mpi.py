@@ -259,6 +259,21 @@ def test_init_steady_on_ranks_keeps_a_substrate_without_steady_state_as_one_proc
 
 @needs_mpi[0]
 @needs_mpi[1]
+def test_every_rank_knows_its_number_and_count_on_its_node():
+    """MPIComm.local_rank/local_size (MPI's shared-memory split): the GPU a rank takes on a GPU node.
+    Here one node holds all 3 ranks."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    code = ("from gpusim.parallel.comm import world; c = world(); "
+            "print(c.rank, c.local_rank, c.local_size, c.local_rank, flush=True)")
+    p = subprocess.run([_mpiexec(), "-n", "3", sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = sorted(tuple(int(v) for v in line.split()) for line in p.stdout.split("\n") if line.strip())
+    assert rows == [(0, 0, 3, 0), (1, 1, 3, 1), (2, 2, 3, 2)]
+
+
+@needs_mpi[0]
+@needs_mpi[1]
 def test_mpiexec_with_backend_cuda_on_ranks_without_a_gpu_says_so_and_writes_nothing(tmp_path):
     """GPU ranks (the partitioned LOD sweeps on each rank's GPU) need a GPU on every rank: here none has
     one, and every rank stops with the reason before anything is written; the bitwise LOD with GPU

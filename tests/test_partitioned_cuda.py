@@ -284,7 +284,8 @@ class _Devices:
             getDeviceProperties=lambda i: {"name": b"stand-in", "major": 9, "minor": 0}))
 
 
-def test_each_rank_takes_the_gpu_of_its_node_local_number(monkeypatch):
+def test_each_rank_takes_the_gpu_of_its_node_local_number(monkeypatch, caplog):
+    import logging
     import sys
 
     from gpusim.backend import BackendError
@@ -295,14 +296,22 @@ def test_each_rank_takes_the_gpu_of_its_node_local_number(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake)
     cfg = Config.model_validate({"grid": {"shape": [8, 8, 8]}, "backend": "cuda"})
 
-    def comm(rank, size, local_rank, missing=0):  # ``missing``: ranks elsewhere without a GPU
-        return types.SimpleNamespace(rank=rank, size=size, local_rank=local_rank,
+    def comm(rank, size, local_rank, missing=0, local_size=2):  # ``missing``: ranks elsewhere without a GPU
+        return types.SimpleNamespace(rank=rank, size=size, local_rank=local_rank, local_size=local_size,
                                      allreduce_sum=lambda v: v + missing)
 
-    for local in range(5):
-        dev = rank_device(cfg, comm(local + 3, 8, local))
-        assert dev.is_gpu and fake.used[-1] == local % 2
+    with caplog.at_level(logging.WARNING, logger="gpusim"):
+        for local in range(5):
+            dev = rank_device(cfg, comm(local + 3, 8, local, local_size=5))
+            assert dev.is_gpu and fake.used[-1] == local % 2
     assert fake.used == [0, 1, 0, 1, 0]
+    # the node's first rank says that 5 ranks share 2 GPUs, once
+    assert [r.getMessage() for r in caplog.records].count(
+        "gpusim: 5 MPI ranks on this node share its 2 GPU(s) (rank k takes GPU k mod 2); for one GPU per rank "
+        "start 2 ranks per node") == 1
+    caplog.clear()
+    rank_device(cfg, comm(0, 8, 0, local_size=2))
+    assert not caplog.records  # one GPU per rank: nothing to say
     assert rank_device(cfg, comm(0, 1, 0)) is None  # one process: the single-process code
     assert rank_device(cfg.with_overrides({"backend": "auto"}), comm(0, 2, 0)) is None  # CPU ranks unless asked
     with pytest.raises(BackendError, match="1 of the 4 MPI ranks have no usable CUDA device"):

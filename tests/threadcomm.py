@@ -24,7 +24,7 @@ class ThreadComm:
 
     def __init__(self, shared, rank, size):
         self._s, self.rank, self.size = shared, rank, size
-        self.local_rank = rank  # one node
+        self.local_rank, self.local_size = rank, size  # one node
 
     def exchange(self, sends, recvs, tag):
         s = self._s

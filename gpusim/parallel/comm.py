@@ -27,6 +27,7 @@ class SerialComm:
     rank = 0
     size = 1
     local_rank = 0  # this rank's number among the ranks on its node (the GPU it takes)
+    local_size = 1  # the ranks on its node
     is_mpi = False
 
     def barrier(self) -> None:
@@ -77,16 +78,24 @@ class MPIComm:
         self._comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        self._local_rank = None
+        self._node = None  # (local rank, local size), from MPI's shared-memory split when first asked
+
+    def _node_split(self) -> tuple:
+        if self._node is None:
+            node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+            self._node = (node.Get_rank(), node.Get_size())
+            node.Free()
+        return self._node
 
     @property
     def local_rank(self) -> int:
-        """This rank's number among the ranks on its node (MPI's shared-memory split; the GPU it takes)."""
-        if self._local_rank is None:
-            node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
-            self._local_rank = node.Get_rank()
-            node.Free()
-        return self._local_rank
+        """This rank's number among the ranks on its node (the GPU it takes). Collective on first use."""
+        return self._node_split()[0]
+
+    @property
+    def local_size(self) -> int:
+        """The number of ranks on this rank's node. Collective on first use."""
+        return self._node_split()[1]
 
     def barrier(self) -> None:
         self._comm.Barrier()

@@ -4,7 +4,11 @@ for the partitioned LOD sweeps (``backend = "cuda"``), ``make_plans`` the substr
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger("gpusim")
 
 __all__ = ["make_plans", "rank_device", "unsupported"]
 
@@ -58,4 +62,9 @@ def rank_device(cfg, comm):
                            "give every rank a GPU, or run with backend = \"cpu\"")
     import cupy
 
-    return select_backend("cuda", device=comm.local_rank % cupy.cuda.runtime.getDeviceCount())
+    n_gpus = cupy.cuda.runtime.getDeviceCount()
+    local_rank, local_size = comm.local_rank, comm.local_size
+    if local_rank == 0 and local_size > n_gpus:
+        log.warning("gpusim: %d MPI ranks on this node share its %d GPU(s) (rank k takes GPU k mod %d); for one "
+                    "GPU per rank start %d ranks per node", local_size, n_gpus, n_gpus, n_gpus)
+    return select_backend("cuda", device=local_rank % n_gpus)
