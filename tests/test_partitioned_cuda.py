@@ -4,8 +4,9 @@ CUDA's execution model (tests/host_cuda.py) and CuPy is a stand-in whose arrays 
 
 - Each kernel pair (elimination, substitution) equals the CPU rank's numba kernels bit for bit: the
   reduced rows (float64) and the stored values (float32), on every axis, for segments at the start,
-  the middle and the end of a cut line (Dirichlet ends or not), 1 to 9 voxels long, with and without
-  each per-voxel term.
+  the middle and the end of a cut line (Dirichlet ends or not), 1 to 7 voxels long, over several
+  blocks, with and without each per-voxel term, with a fixed sweep's D in shared memory or in the
+  global scratch.
 - ``PartitionedLOD`` with a CUDA backend on thread ranks (the uncut axes through fields.cu's sweeps,
   the cut ones through partitioned.cu, the reduced rows staged through the host) steps every process
   grid's boxes to the CPU ranks' bits, and so does ``BoxFieldRun`` with a GPU per rank (the box and
@@ -100,7 +101,7 @@ def test_emulated_fixed_sweep_kernels_equal_the_cpu_rank_bitwise(gpu, monkeypatc
     rng = np.random.default_rng(10 + axis)
     dev = backend.kernels("partitioned").Sweeps()
     for n_line, ranks, k in SEGMENTS:
-        shape = [5, 9, 7]  # 35 to 63 lines: full warps and a partial one
+        shape = [5, 13, 11]  # 55 to 143 lines: several blocks of either variant, the last one partial
         shape[axis] = n_line
         ranks_zyx = [1, 1, 1]
         ranks_zyx[axis] = ranks[0]
@@ -131,7 +132,7 @@ def test_emulated_reaction_sweep_kernels_equal_the_cpu_rank_bitwise(gpu, flags):
     rng = np.random.default_rng(20 + flags)
     dev = backend.kernels("partitioned").Sweeps()
     for n_line, ranks, k in SEGMENTS:
-        decomp = Decomposition((3, 5, n_line), ranks_zyx=(1, 1, ranks[0]))
+        decomp = Decomposition((3, 45, n_line), ranks_zyx=(1, 1, ranks[0]))  # 135 lines: 2 blocks
         rank = decomp.rank_of((0, 0, k))
         box = decomp.box(rank)
         c, coef, bc_type, bc_value, ops = case(rng, box.shape, flags)
