@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..fields import cpu_kernels
 from ..fields.cpu_kernels import _coef_tuple, _face, lod_reaction
 from . import partitioned_cpu
 from .partitioned_cpu import fixed_factors, segment_rows
@@ -80,6 +81,9 @@ class PartitionedLOD:
         #: the sweep kernels of this rank's device: numba (``partitioned_cpu.Sweeps``, also without a
         #: ``backend``) or kernels/partitioned.cu (``partitioned_cuda.Sweeps``: ``c`` and the operands CuPy arrays)
         self.kernels = (backend.kernels("partitioned") if backend is not None else partitioned_cpu).Sweeps()
+        #: the single-process sweeps of the axes a box holds whole (lod_step, lod_xy_pass, lod_z_pass): the
+        #: device's field kernels, which have the same signatures on either device
+        self.whole = backend.kernels("fields") if backend is not None else cpu_kernels
         self.box = decomp.box(comm.rank)
         coords = decomp.coords(comm.rank)
         self.members = []  # per axis: the ranks along my lines, in line order
@@ -99,16 +103,16 @@ class PartitionedLOD:
         cut to the box where their flag is set."""
         reaction = (vessel, n_tumor, n_tcell, src, flags)
         if self.comm.size == 1:
-            self.kernels.uncut(c, (2, 1, 0), coef, bc_type, bc_value, reaction)
+            self.whole.lod_step(c, coef, bc_type, bc_value, *reaction)
             return
         pz, py, px = self.decomp.ranks_zyx
         if py == 1 and px == 1:  # whole z-planes: the single-process x and y sweeps
-            self.kernels.uncut(c, (2, 1), coef, bc_type, bc_value, reaction)
+            self.whole.lod_xy_pass(c, coef, bc_type, bc_value, *reaction)
         else:
             self.sweep(c, 2, coef, bc_type, bc_value, reaction)
             self.sweep(c, 1, coef, bc_type, bc_value)
         if pz == 1:
-            self.kernels.uncut(c, (0,), coef, bc_type, bc_value, None)
+            self.whole.lod_z_pass(c, coef, bc_type, bc_value)
         else:
             self.sweep(c, 0, coef, bc_type, bc_value)
 

@@ -12,8 +12,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ..fields import layout as L
-from ..fields.cpu_kernels import (XBLOCK, _coef_tuple, _flags, _row_m, _transpose, dirichlet_rhs, lod_reaction,
-                                  lod_step, lod_xy_pass, lod_z_pass)
+from ..fields.cpu_kernels import XBLOCK, _coef_tuple, _flags, _row_m, _transpose, dirichlet_rhs, lod_reaction
 from .tdma import _down_a, _down_d, _pivot, _top_pivot, _up, _up_lines, _value, eliminate
 
 __all__ = ["Sweeps", "fixed_factors", "segment_rows"]
@@ -248,16 +247,6 @@ class Sweeps:
     backend (the GPU twin: ``gpusim.parallel.partitioned_cuda.Sweeps``). ``eliminate_*`` returns the
     box's reduced rows as a host (2 or 6, n_lines) float64 array; ``substitute_*`` stores the values from
     the solved ends (here the elimination is run again, same bits: cheaper than keeping it)."""
-
-    def uncut(self, c, axes, coef, bc_type, bc_value, reaction) -> None:
-        """The single-process sweeps along ``axes`` ((2, 1, 0), (2, 1) or (0,)) of a box that holds whole
-        lines on them; ``reaction``: the x sweep's (vessel, n_tumor, n_tcell, src, flags)."""
-        if axes == (2, 1, 0):
-            lod_step(c, coef, bc_type, bc_value, *reaction)
-        elif axes == (2, 1):
-            lod_xy_pass(c, coef, bc_type, bc_value, *reaction)
-        else:
-            lod_z_pass(c, coef, bc_type, bc_value)
 
     def eliminate_fixed(self, c, axis, rows, n_lines):
         mine = np.empty((2, n_lines))

@@ -9,8 +9,9 @@ an SM (``onchip``), else ``part_fixed_eliminate`` and ``part_fixed_substitute`` 
 scratch kept between them; the reaction sweep keeps its per-line A, C, D in that scratch. In between,
 the reduced rows (16 or 48 B a line) are copied to the host, exchanged and solved there
 (``parallel.tdma``, as on a CPU rank), and the solved ends (16 B a line) copied back: host staging,
-~2 MB per sweep at 256² lines; the scratch never leaves the device. The axes a box holds whole use the single-process kernels (``fields.cuda_kernels``'s
-``lod_step``, ``lod_xy_pass``, ``lod_z_pass``).
+~2 MB per sweep at 256² lines; the scratch never leaves the device. The axes a box holds whole use the
+single-process kernels (``fields.cuda_kernels``'s ``lod_step``, ``lod_xy_pass``, ``lod_z_pass``, which
+``PartitionedLOD`` calls itself).
 
 The launch shapes and argument tuples are plain functions without CuPy, so the CPU test suite runs the
 kernels' source under a host emulation (tests/host_field_math.cpp) with exactly these shapes.
@@ -127,14 +128,6 @@ class Sweeps:
     def __init__(self):
         self._scratch = None  # float64 device buffer, grown on demand
         self._ends = None
-
-    def uncut(self, c, axes, coef, bc_type, bc_value, reaction) -> None:
-        if axes == (2, 1, 0):
-            ck.lod_step(c, coef, bc_type, bc_value, *reaction)
-        elif axes == (2, 1):
-            ck.lod_xy_pass(c, coef, bc_type, bc_value, *reaction)
-        else:
-            ck.lod_z_pass(c, coef, bc_type, bc_value)
 
     def eliminate_fixed(self, c, axis, rows, n_lines):
         n = c.shape[axis]
